@@ -278,3 +278,16 @@ func IsUniqueViolation(err error) bool {
 	}
 	return false
 }
+
+// Conn is what both DB and Tx offer, so read helpers run inside or outside a
+// transaction alike.
+type Conn interface {
+	Exec(ctx context.Context, query string, args ...any) (sql.Result, error)
+	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+var (
+	_ Conn = (*DB)(nil)
+	_ Conn = (*Tx)(nil)
+)
