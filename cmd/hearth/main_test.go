@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"hearth/clientapi/accounts"
 	"hearth/config"
@@ -98,5 +100,47 @@ func TestCLIUsage(t *testing.T) {
 	}
 	if code := run([]string{"serve", "--config", "/nonexistent/hearth.yaml"}); code != 1 {
 		t.Errorf("serve with missing config exited %d", code)
+	}
+}
+
+// TestServeStopsGracefullyOnSIGTERM runs serve as `hearth serve` does and sends the
+// process SIGTERM: an in-flight long request finishes and serve returns 0.
+func TestServeStopsGracefullyOnSIGTERM(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if code := run([]string{"generate-config", "--server-name", "example.test", "--data-dir", dir,
+		"--client-addr", "127.0.0.1:0", "--federation-addr", ""}); code != 0 {
+		t.Fatalf("generate-config exited %d", code)
+	}
+	cfg, err := config.Load(filepath.Join(dir, "hearth.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	done := make(chan int, 1)
+	go func() { done <- serve(cfg, func(l server.Listeners) { ready <- l.Client.String() }) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not start")
+	}
+	resp, err := http.Get("http://" + addr + "/_matrix/client/versions")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("versions before shutdown: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("serve exited %d after SIGTERM", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop after SIGTERM")
+	}
+	if _, err := http.Get("http://" + addr + "/_matrix/client/versions"); err == nil {
+		t.Fatal("listener still answering after shutdown")
 	}
 }
