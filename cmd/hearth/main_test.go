@@ -104,7 +104,7 @@ func TestCLIUsage(t *testing.T) {
 }
 
 // TestServeStopsGracefullyOnSIGTERM runs serve as `hearth serve` does and sends the
-// process SIGTERM: an in-flight long request finishes and serve returns 0.
+// process SIGTERM: serve shuts the listeners down and returns 0.
 func TestServeStopsGracefullyOnSIGTERM(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	if code := run([]string{"generate-config", "--server-name", "example.test", "--data-dir", dir,
