@@ -10,6 +10,7 @@ import (
 
 	"hearth/clientapi"
 	"hearth/config"
+	"hearth/roomserver"
 	"hearth/storage"
 )
 
@@ -21,6 +22,10 @@ type Hearth struct {
 	HTTP      *HTTP
 	Registry  *prometheus.Registry
 	Listeners Listeners
+	// ClientAPI is the client-server API component.
+	ClientAPI *clientapi.API
+	// Roomserver is the room engine and event store.
+	Roomserver *roomserver.Roomserver
 }
 
 // Start opens the database, builds every component and starts listening.
@@ -38,7 +43,16 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 	h := &Hearth{Config: cfg, DB: db, Key: key, Registry: reg}
 	h.HTTP = NewHTTP(cfg, reg)
 
-	clientapi.New(cfg).Register(h.HTTP.Routers)
+	if h.Roomserver, err = roomserver.New(ctx, db, cfg.ServerName, key); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("starting room engine: %w", err)
+	}
+
+	if h.ClientAPI, err = clientapi.New(cfg, db, clientapi.Options{}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("starting client API: %w", err)
+	}
+	h.ClientAPI.Register(h.HTTP.Routers)
 
 	if h.Listeners, err = h.HTTP.Start(); err != nil {
 		db.Close()

@@ -263,10 +263,12 @@ func cmdRegisterUser(args []string) int {
 	}
 	defer db.Close()
 	store := accounts.NewStore(db, cfg.ServerName)
-	if err := store.Create(ctx, *user, pw, *admin); err != nil {
+	// The same account-creation path as shared-secret registration.
+	localpart, err := store.RegisterUser(ctx, *user, pw, *admin, "", "")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "hearth register-user:", err)
 		return 1
 	}
-	fmt.Println("Created", store.UserID(*user))
+	fmt.Println("Created", store.UserID(localpart))
 	return 0
 }
