@@ -2,11 +2,11 @@ package clientapi
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/gorilla/mux"
 
 	"hearth/httputil"
+	"hearth/roomserver/roomversion"
 )
 
 // registerCapabilityRoutes serves GET /capabilities (Client-Server API,
@@ -15,15 +15,9 @@ func (a *API) registerCapabilityRoutes(r *mux.Router) {
 	handle(r, v3R0, "/capabilities", a.authed(a.capabilities, allowGuests), http.MethodGet)
 }
 
-// supportedRoomVersions are the room versions Hearth serves; all are stable in
-// the spec (v1.16 stabilised room version 12).
-var supportedRoomVersions = func() map[string]string {
-	m := make(map[string]string, 12)
-	for v := 1; v <= 12; v++ {
-		m[strconv.Itoa(v)] = "stable"
-	}
-	return m
-}()
+// supportedRoomVersions are the room versions Hearth serves, from the room
+// version table.
+var supportedRoomVersions = roomversion.Available()
 
 type enabled struct {
 	Enabled bool `json:"enabled"`
