@@ -474,7 +474,7 @@ func TestRateLimits(t *testing.T) {
 		anon.do("POST", v3+"/login", body).expect(t, 403, "M_FORBIDDEN")
 		lim := anon.do("POST", v3+"/login", body).expect(t, 429, "M_LIMIT_EXCEEDED")
 		ms, _ := lim.body["retry_after_ms"].(float64)
-		if ms <= 0 || ms > 10_000 {
+		if ms <= 0 || ms > 100_000 {
 			t.Fatalf("retry_after_ms: %s", lim)
 		}
 		if ra, err := strconv.Atoi(lim.header.Get("Retry-After")); err != nil || ra < 1 {
@@ -488,6 +488,8 @@ func TestRateLimits(t *testing.T) {
 			anon.do("GET", v3+"/login", nil).expect(t, 200, "")
 		}
 	}, func(c *config.Config) {
-		c.RateLimits = config.RateLimits{Enabled: true, PerSecond: 0.2, Burst: 2}
+		// One token per 100 s: slow bcrypt on a loaded machine cannot refill the
+		// bucket between the requests.
+		c.RateLimits = config.RateLimits{Enabled: true, PerSecond: 0.01, Burst: 2}
 	})
 }
