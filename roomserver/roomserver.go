@@ -119,6 +119,7 @@ func (r *Roomserver) StreamPosition() int64 { return r.stream.current() }
 type room struct {
 	mu      sync.Mutex
 	loaded  bool
+	dropped bool // removed from the rooms map; never use again
 	nid     int64
 	id      id.RoomID
 	version *roomversion.Version
@@ -138,21 +139,38 @@ type extremity struct {
 // lockRoom returns the room's in-memory entry, locked and loaded. ErrRoomNotFound if
 // the room is unknown (the entry stays for a later create).
 func (r *Roomserver) lockRoom(ctx context.Context, roomID id.RoomID) (*room, error) {
-	r.roomsMu.Lock()
-	rm, ok := r.rooms[roomID]
-	if !ok {
-		rm = &room{id: roomID}
-		r.rooms[roomID] = rm
-	}
-	r.roomsMu.Unlock()
-	rm.mu.Lock()
-	if !rm.loaded {
-		if err := r.loadRoom(ctx, rm); err != nil {
-			rm.mu.Unlock()
-			return nil, err
+	for {
+		r.roomsMu.Lock()
+		rm, ok := r.rooms[roomID]
+		if !ok {
+			rm = &room{id: roomID}
+			r.rooms[roomID] = rm
 		}
+		r.roomsMu.Unlock()
+		rm.mu.Lock()
+		if rm.dropped {
+			// Dropped from the map while we waited: take the current entry.
+			rm.mu.Unlock()
+			continue
+		}
+		if !rm.loaded {
+			if err := r.loadRoom(ctx, rm); err != nil {
+				if errors.Is(err, ErrRoomNotFound) {
+					// Unknown rooms (a client's typo, junk input) must not grow
+					// memory: drop the entry; waiters see dropped and retry.
+					rm.dropped = true
+					r.roomsMu.Lock()
+					if r.rooms[roomID] == rm {
+						delete(r.rooms, roomID)
+					}
+					r.roomsMu.Unlock()
+				}
+				rm.mu.Unlock()
+				return nil, err
+			}
+		}
+		return rm, nil
 	}
-	return rm, nil
 }
 
 func (r *Roomserver) loadRoom(ctx context.Context, rm *room) error {

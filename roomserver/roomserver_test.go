@@ -219,3 +219,20 @@ func itoa(i int) string {
 	}
 	return string(b)
 }
+
+func TestUnknownRoomsDoNotGrowMemory(t *testing.T) {
+	forEachRoomserver(t, func(t *testing.T, rs *Roomserver) {
+		ctx := context.Background()
+		for i := 0; i < 100; i++ {
+			if _, err := rs.CurrentState(ctx, id.RoomID("!nope"+itoa(i)+":hs.test")); !errors.Is(err, ErrRoomNotFound) {
+				t.Fatalf("unknown room: %v", err)
+			}
+		}
+		rs.roomsMu.Lock()
+		n := len(rs.rooms)
+		rs.roomsMu.Unlock()
+		if n != 0 {
+			t.Fatalf("%d unknown rooms kept in memory", n)
+		}
+	})
+}

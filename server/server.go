@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,10 @@ type HTTP struct {
 	registry   *prometheus.Registry
 
 	servers []*http.Server
+
+	// FederationTLS, when set before Start, makes the federation listener serve
+	// HTTPS (Server-Server API, "TLS").
+	FederationTLS *tls.Config
 }
 
 // NewHTTP builds the routers and middleware. reg receives the HTTP metrics.
@@ -37,6 +42,9 @@ func NewHTTP(cfg *config.Config, reg *prometheus.Registry) *HTTP {
 	h := &HTTP{cfg: cfg, clientRoot: mux.NewRouter(), fedRoot: mux.NewRouter(), registry: reg}
 	h.metrics = newHTTPMetrics(reg)
 	for _, root := range []*mux.Router{h.clientRoot, h.fedRoot} {
+		// Room v3 event IDs are standard base64 and may contain "//": paths are
+		// matched as sent, never "cleaned" into a redirect.
+		root.SkipClean(true)
 		root.NotFoundHandler = notFound(root)
 		root.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
 		root.Use(labelRoute)
@@ -124,6 +132,10 @@ func (h *HTTP) wrap(next http.Handler) http.Handler {
 	return recoverPanics(h.metrics.middleware(cors(bodyLimit(limit, next))))
 }
 
+// federationBodyLimit is the least request-body limit of /_matrix/federation: a
+// transaction of 50 PDUs and 100 EDUs of up to 64 KiB each is about 10 MB.
+const federationBodyLimit = 16 << 20
+
 func recoverPanics(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
@@ -164,6 +176,10 @@ func bodyLimit(limit int64, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		limit := limit
+		if strings.HasPrefix(r.URL.Path, "/_matrix/federation/") {
+			limit = max(limit, federationBodyLimit)
+		}
 		if r.ContentLength > limit {
 			httputil.RespondError(w, r, httputil.TooLarge("Request body exceeds %d bytes", limit))
 			return
@@ -188,7 +204,7 @@ type Listeners struct {
 // Start binds the configured listeners and serves until Shutdown.
 func (h *HTTP) Start() (Listeners, error) {
 	var ls Listeners
-	serve := func(addr string, handler http.Handler) (net.Addr, error) {
+	serve := func(addr string, handler http.Handler, tlsConf *tls.Config) (net.Addr, error) {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("listening on %s: %w", addr, err)
@@ -201,18 +217,25 @@ func (h *HTTP) Start() (Listeners, error) {
 		}
 		h.servers = append(h.servers, srv)
 		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if tlsConf != nil {
+				srv.TLSConfig = tlsConf
+				err = srv.ServeTLS(l, "", "")
+			} else {
+				err = srv.Serve(l)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				slog.Error("listener stopped", "addr", addr, "err", err)
 			}
 		}()
 		return l.Addr(), nil
 	}
 	var err error
-	if ls.Client, err = serve(h.cfg.Listen.Client, h.ClientHandler()); err != nil {
+	if ls.Client, err = serve(h.cfg.Listen.Client, h.ClientHandler(), nil); err != nil {
 		return ls, err
 	}
 	if h.cfg.Listen.Federation != "" {
-		if ls.Federation, err = serve(h.cfg.Listen.Federation, h.FederationHandler()); err != nil {
+		if ls.Federation, err = serve(h.cfg.Listen.Federation, h.FederationHandler(), h.FederationTLS); err != nil {
 			h.Shutdown(context.Background())
 			return ls, err
 		}
@@ -220,7 +243,7 @@ func (h *HTTP) Start() (Listeners, error) {
 	if h.cfg.Metrics.Enabled && h.cfg.Metrics.Listen != "" {
 		m := http.NewServeMux()
 		m.Handle("/metrics", promhttp.HandlerFor(h.registry, promhttp.HandlerOpts{}))
-		if ls.Metrics, err = serve(h.cfg.Metrics.Listen, m); err != nil {
+		if ls.Metrics, err = serve(h.cfg.Metrics.Listen, m, nil); err != nil {
 			h.Shutdown(context.Background())
 			return ls, err
 		}
