@@ -15,8 +15,10 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"hearth/clientapi/accounts"
+	"hearth/clientapi/e2ee"
 	"hearth/config"
 	"hearth/httputil"
+	"hearth/roomserver"
 	"hearth/storage"
 )
 
@@ -44,6 +46,23 @@ type Options struct {
 	Membership MembershipUpdater
 	Rooms      RoomLeaver
 	DeviceKeys DeviceKeysDeleter
+	// Keys is the end-to-end encryption module; the E2EE endpoints are served
+	// only with it. RemoteKeys and RemoteToDevice reach users on other servers
+	// (nil until federation provides them).
+	Keys           *e2ee.Service
+	RemoteKeys     RemoteKeys
+	RemoteToDevice RemoteToDevice
+	// Roomserver is the room engine; the room, message and directory endpoints
+	// are served only with it. RemoteJoiner, RemoteInviter and RemoteAliases
+	// reach rooms, users and aliases of other servers (nil until federation
+	// provides them).
+	Roomserver    *roomserver.Roomserver
+	RemoteJoiner  RemoteJoiner
+	RemoteInviter RemoteInviter
+	RemoteAliases RemoteAliasResolver
+	// Sync is the /sync machinery (NewSyncer); /sync, typing, receipts,
+	// read markers, presence and the user directory are served only with it.
+	Sync *Syncer
 }
 
 // DefaultAccessTokenLifetime is how long an access token lasts when the client
@@ -59,6 +78,8 @@ type API struct {
 	db       *storage.DB
 	accounts *accounts.Store
 	opts     Options
+	// rooms is the state of the room endpoints (rooms.go); nil without a room engine.
+	rooms *roomState
 
 	tokens        *tokenCache
 	loginLimit    *rateLimiter
@@ -111,6 +132,9 @@ func (a *API) Register(r httputil.Routers) {
 	a.registerFilterRoutes(r.Client)
 	a.registerCapabilityRoutes(r.Client)
 	a.registerPushRuleRoutes(r.Client)
+	a.registerE2EERoutes(r.Client)
+	a.registerRoomRoutes(r.Client)
+	a.registerSyncRoutes(r.Client)
 	a.registerAdminRoutes(r.SynapseAdmin)
 }
 

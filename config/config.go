@@ -32,6 +32,8 @@ type Config struct {
 	RateLimits    RateLimits   `yaml:"rate_limits"`
 	Rooms         Rooms        `yaml:"rooms"`
 	WellKnown     WellKnown    `yaml:"well_known"`
+	Federation    Federation   `yaml:"federation"`
+	Media         Media        `yaml:"media"`
 	Log           Log          `yaml:"log"`
 
 	// path is where the config was loaded from; relative paths resolve against its directory.
@@ -105,6 +107,8 @@ func Default() *Config {
 		Limits:         Limits{MaxRequestBodyBytes: 1 << 20},
 		RateLimits:     RateLimits{Enabled: true, PerSecond: 0.5, Burst: 5},
 		Rooms:          Rooms{DefaultVersion: "10"},
+		Federation:     defaultFederation(),
+		Media:          defaultMedia(),
 		Log:            Log{Level: "info", Format: "text"},
 	}
 }
@@ -182,6 +186,37 @@ func decodeStrict(node *yaml.Node, v reflect.Value, path string) error {
 	if node.Kind == yaml.ScalarNode && node.Tag == "!!null" {
 		// "key:" with no value means the empty value, not the default.
 		v.Set(reflect.Zero(v.Type()))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.Slice:
+		if node.Kind != yaml.SequenceNode {
+			return fmt.Errorf("%s (line %d): expected a list", path, node.Line)
+		}
+		s := reflect.MakeSlice(v.Type(), len(node.Content), len(node.Content))
+		for i, item := range node.Content {
+			if err := decodeStrict(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		v.Set(s)
+		return nil
+	case reflect.Map:
+		if node.Kind != yaml.MappingNode {
+			return fmt.Errorf("%s (line %d): expected a mapping", path, node.Line)
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(node.Content)/2)
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			k, val := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+			if err := decodeStrict(node.Content[i], k, path); err != nil {
+				return err
+			}
+			if err := decodeStrict(node.Content[i+1], val, join(path, node.Content[i].Value)); err != nil {
+				return err
+			}
+			m.SetMapIndex(k, val)
+		}
+		v.Set(m)
 		return nil
 	}
 	if node.Kind != yaml.ScalarNode {
@@ -274,6 +309,8 @@ func (c *Config) Validate() error {
 			bad("well_known.server", "%v", err)
 		}
 	}
+	c.Federation.validate(bad)
+	c.Media.validate(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"strconv"
+	"strings"
 	"text/template"
 )
 
@@ -75,6 +76,59 @@ well_known:
   # (with the federation listener's port when server_name has none).
   server: ""
 
+federation:
+  # Serve the server-server API and talk to other servers.
+  enabled: true
+  # PEM certificate and key for the federation listener. Both empty: a
+  # self-signed certificate is generated next to the signing key at first start
+  # (for testing, or behind a reverse proxy that terminates TLS). Other servers
+  # only federate with a certificate they trust (e.g. from Let's Encrypt).
+  tls_cert: ""
+  tls_key: ""
+  # Extra PEM CA bundle trusted for outbound requests, besides the system's.
+  ca_file: ""
+  # Do not verify other servers' certificates. Testing only!
+  skip_verify: false
+  # Networks outbound requests may reach although denied_cidrs lists them,
+  # e.g. ["127.0.0.0/8"] for a test federation on one machine.
+  allowed_cidrs: []
+  # Networks outbound requests must never reach (protection against SSRF):
+  # loopback, private, link-local and other special ranges.
+  denied_cidrs: [{{.DeniedCIDRs}}]
+  # Servers asked for other servers' signing keys when those cannot be reached
+  # directly, e.g.:
+  #   - server_name: matrix.org
+  #     verify_keys:
+  #       "ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"
+  key_notaries: []
+
+media:
+  # Directory for uploaded files, thumbnails and cached remote media, stored
+  # content-addressed (one file per distinct content). See docs/media.md.
+  storage_path: "media"
+  # Largest upload accepted, in bytes; larger ones get 413 M_TOO_LARGE.
+  max_upload_bytes: 52428800
+  # Largest image, in pixels (width x height), that is thumbnailed; checked from
+  # the image header before decoding.
+  max_image_pixels: 32000000
+  # Serve the deprecated unauthenticated /_matrix/media/v3/download and
+  # /thumbnail endpoints, for clients older than Matrix 1.11. Off: anyone holding
+  # an mxc:// URL needs an account here to fetch it.
+  legacy_unauthenticated: false
+  # Largest file fetched from another server, in bytes.
+  remote_max_bytes: 52428800
+  # Time limit of one fetch from another server or of a URL preview, in seconds.
+  remote_timeout_seconds: 60
+  url_preview:
+    # Let clients ask for previews (title, description, image) of URLs.
+    enabled: true
+    # Largest previewed page or image, in bytes.
+    max_bytes: 10485760
+    # Networks previews may reach although denied_cidrs lists them.
+    allowed_cidrs: []
+    # Networks previews must never connect to (protection against SSRF).
+    denied_cidrs: [{{.DeniedCIDRs}}]
+
 log:
   # debug, info, warn or error.
   level: info
@@ -84,10 +138,15 @@ log:
 
 // Generate renders a complete, commented hearth.yaml.
 func Generate(o GenerateOptions) ([]byte, error) {
+	denied := make([]string, len(DefaultDeniedCIDRs))
+	for i, c := range DefaultDeniedCIDRs {
+		denied[i] = strconv.Quote(c)
+	}
 	data := struct {
 		GenerateOptions
 		SharedSecretQuoted string
-	}{o, strconv.Quote(o.SharedSecret)}
+		DeniedCIDRs        string
+	}{o, strconv.Quote(o.SharedSecret), strings.Join(denied, ", ")}
 	if data.SigningKeyFileName == "" {
 		data.SigningKeyFileName = "signing.key"
 	}

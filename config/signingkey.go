@@ -29,7 +29,9 @@ func GenerateSigningKey() (*SigningKey, error) {
 	if _, err := rand.Read(v[:]); err != nil {
 		return nil, err
 	}
-	version := "a_" + base64.RawURLEncoding.EncodeToString(v[:])
+	// Key versions are [a-zA-Z0-9_] (Server-Server API, keys definition): the URL
+	// alphabet's "-" is not allowed.
+	version := "a_" + strings.ReplaceAll(base64.RawURLEncoding.EncodeToString(v[:]), "-", "_")
 	return &SigningKey{ID: "ed25519:" + version, PrivateKey: priv}, nil
 }
 

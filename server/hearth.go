@@ -2,14 +2,21 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"maunium.net/go/mautrix/id"
 
 	"hearth/clientapi"
+	"hearth/clientapi/accounts"
+	"hearth/clientapi/e2ee"
 	"hearth/config"
+	"hearth/federationapi"
+	"hearth/mediaapi"
 	"hearth/roomserver"
 	"hearth/storage"
 )
@@ -26,6 +33,16 @@ type Hearth struct {
 	ClientAPI *clientapi.API
 	// Roomserver is the room engine and event store.
 	Roomserver *roomserver.Roomserver
+	// Keys is the end-to-end encryption module (device keys, to-device
+	// messages, cross-signing, key backup).
+	Keys *e2ee.Service
+	// Media is the media repository.
+	Media *mediaapi.API
+	// Federation is the server-server API (nil when federation.enabled is off).
+	Federation *federationapi.API
+	// Sync is the /sync machinery (notifier, in-memory indexes, ephemeral
+	// streams) the client API serves /sync with.
+	Sync *clientapi.Syncer
 }
 
 // Start opens the database, builds every component and starts listening.
@@ -48,20 +65,124 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		return nil, fmt.Errorf("starting room engine: %w", err)
 	}
 
-	if h.ClientAPI, err = clientapi.New(cfg, db, clientapi.Options{}); err != nil {
+	if h.Keys, err = e2ee.New(ctx, db, cfg.ServerName, h.Roomserver); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("starting E2EE module: %w", err)
+	}
+
+	// Federation: the server-server API, and the client API's way to other servers.
+	var (
+		remoteJoiner  clientapi.RemoteJoiner
+		remoteInviter clientapi.RemoteInviter
+		remoteAliases clientapi.RemoteAliasResolver
+	)
+	if cfg.Federation.Enabled {
+		profiles := federationProfiles{accounts.NewStore(db, cfg.ServerName)}
+		if h.Federation, err = federationapi.New(cfg, db, key, h.Roomserver, federationapi.Options{Profiles: profiles}); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("starting federation API: %w", err)
+		}
+		h.Federation.Register(h.HTTP.Routers)
+		remoteJoiner, remoteInviter, remoteAliases = h.Federation, h.Federation, h.Federation
+	}
+	if cfg.Listen.Federation != "" {
+		if h.HTTP.FederationTLS, err = federationapi.ListenerTLSConfig(cfg); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+
+	if h.Sync, err = clientapi.NewSyncer(ctx, db, h.Roomserver, clientapi.SyncOptions{}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("starting sync: %w", err)
+	}
+	if h.Federation != nil {
+		// Invites from other servers to rooms this server is not in.
+		h.Sync.SetRemoteInvites(federationInvites{h.Federation})
+		h.Federation.OnInvite(func(inv federationapi.Invite) { h.Sync.RemoteInvitesChanged(inv.Invitee) })
+	}
+	roomMembership := clientapi.NewRoomMembership(h.Roomserver)
+	if h.ClientAPI, err = clientapi.New(cfg, db, clientapi.Options{Keys: h.Keys, DeviceKeys: h.Keys,
+		Roomserver: h.Roomserver, Membership: roomMembership, Rooms: roomMembership,
+		RemoteJoiner: remoteJoiner, RemoteInviter: remoteInviter, RemoteAliases: remoteAliases,
+		Sync: h.Sync}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("starting client API: %w", err)
 	}
 	h.ClientAPI.Register(h.HTTP.Routers)
 
+	mediaAuth := func(r *http.Request) (mediaapi.Requester, error) {
+		d, err := h.ClientAPI.Authenticate(r)
+		if err != nil {
+			return mediaapi.Requester{}, err
+		}
+		return mediaapi.Requester{UserID: d.UserID, IsGuest: d.IsGuest}, nil
+	}
+	if h.Media, err = mediaapi.New(cfg, db, key, mediaAuth, reg); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("starting media repository: %w", err)
+	}
+	h.Media.Register(h.HTTP.Routers)
+
 	if h.Listeners, err = h.HTTP.Start(); err != nil {
+		h.Media.Close()
 		db.Close()
 		return nil, err
+	}
+	if h.Federation != nil {
+		if err := h.Federation.Start(ctx); err != nil {
+			_ = h.HTTP.Shutdown(ctx)
+			h.Media.Close()
+			db.Close()
+			return nil, fmt.Errorf("starting federation sender: %w", err)
+		}
 	}
 	return h, nil
 }
 
 // Stop shuts the listeners down gracefully, then closes the database.
 func (h *Hearth) Stop(ctx context.Context) error {
-	return errors.Join(h.HTTP.Shutdown(ctx), h.DB.Close())
+	if h.Sync != nil {
+		h.Sync.Close() // answers waiting /sync requests at once
+	}
+	err := h.HTTP.Shutdown(ctx)
+	if h.Federation != nil {
+		h.Federation.Stop()
+	}
+	if h.Media != nil {
+		err = errors.Join(err, h.Media.Close())
+	}
+	return errors.Join(err, h.DB.Close())
+}
+
+// federationProfiles answers the federation API's profile queries from the
+// account store.
+type federationProfiles struct{ store *accounts.Store }
+
+// LocalProfile implements federationapi.ProfileProvider.
+func (p federationProfiles) LocalProfile(ctx context.Context, userID id.UserID) (map[string]json.RawMessage, error) {
+	prof, err := p.store.Profile(ctx, userID.Localpart())
+	if errors.Is(err, accounts.ErrNotFound) {
+		return nil, federationapi.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return prof.Object(), nil
+}
+
+// federationInvites hands the federation API's pending invites to /sync.
+type federationInvites struct{ f *federationapi.API }
+
+// PendingInvites implements clientapi.RemoteInvites.
+func (fi federationInvites) PendingInvites(ctx context.Context, userID id.UserID) ([]clientapi.RemoteInvite, error) {
+	invs, err := fi.f.PendingInvites(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]clientapi.RemoteInvite, len(invs))
+	for i, inv := range invs {
+		out[i] = clientapi.RemoteInvite{RoomID: inv.RoomID, EventID: inv.EventID, Sender: inv.Sender, Event: inv.Event, InviteRoomState: inv.InviteRoomState}
+	}
+	return out, nil
 }

@@ -1,0 +1,1019 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+
+	"hearth/clientapi/accounts"
+	"hearth/clientapi/syncstream"
+	"hearth/roomserver"
+	"hearth/roomserver/events"
+)
+
+// The /sync response (Client-Server API, GET /sync), in the spec's shape: every
+// section present, empty when there is nothing to say.
+
+type syncResponse struct {
+	NextBatch        string         `json:"next_batch"`
+	AccountData      eventBatch     `json:"account_data"`
+	Presence         eventBatch     `json:"presence"`
+	Rooms            syncRooms      `json:"rooms"`
+	ToDevice         eventBatch     `json:"to_device"`
+	DeviceLists      deviceLists    `json:"device_lists"`
+	OneTimeKeysCount map[string]int `json:"device_one_time_keys_count"`
+	FallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+}
+
+// eventBatch is {"events": [...]}, never null.
+type eventBatch struct {
+	Events []json.RawMessage
+}
+
+func (b eventBatch) MarshalJSON() ([]byte, error) {
+	out := make([]byte, 0, 16+jsonSize(b.Events))
+	out = append(out, `{"events":`...)
+	out = appendRawArray(out, b.Events)
+	return append(out, '}'), nil
+}
+
+func jsonSize(evs []json.RawMessage) int {
+	n := 2
+	for _, e := range evs {
+		n += len(e) + 1
+	}
+	return n
+}
+
+func appendRawArray(dst []byte, evs []json.RawMessage) []byte {
+	dst = append(dst, '[')
+	for i, e := range evs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, e...)
+	}
+	return append(dst, ']')
+}
+
+type deviceLists struct {
+	Changed []id.UserID `json:"changed"`
+	Left    []id.UserID `json:"left"`
+}
+
+type syncRooms struct {
+	Join   map[id.RoomID]*joinedRoom  `json:"join"`
+	Invite map[id.RoomID]*invitedRoom `json:"invite"`
+	Knock  map[id.RoomID]*knockedRoom `json:"knock"`
+	Leave  map[id.RoomID]*leftRoom    `json:"leave"`
+}
+
+type joinedRoom struct {
+	Summary                   *roomSummary           `json:"summary,omitempty"`
+	State                     *eventBatch            `json:"state,omitempty"`
+	StateAfter                *eventBatch            `json:"state_after,omitempty"`
+	Timeline                  timelineBatch          `json:"timeline"`
+	Ephemeral                 eventBatch             `json:"ephemeral"`
+	AccountData               eventBatch             `json:"account_data"`
+	UnreadNotifications       notifCounts            `json:"unread_notifications"`
+	UnreadThreadNotifications map[string]notifCounts `json:"unread_thread_notifications,omitempty"`
+}
+
+type leftRoom struct {
+	State       *eventBatch   `json:"state,omitempty"`
+	StateAfter  *eventBatch   `json:"state_after,omitempty"`
+	Timeline    timelineBatch `json:"timeline"`
+	AccountData eventBatch    `json:"account_data"`
+}
+
+type invitedRoom struct {
+	InviteState eventBatch `json:"invite_state"`
+}
+
+type knockedRoom struct {
+	KnockState eventBatch `json:"knock_state"`
+}
+
+type timelineBatch struct {
+	Events    []json.RawMessage
+	Limited   bool
+	PrevBatch string
+}
+
+func (t timelineBatch) MarshalJSON() ([]byte, error) {
+	out := make([]byte, 0, 64+jsonSize(t.Events))
+	out = append(out, `{"events":`...)
+	out = appendRawArray(out, t.Events)
+	out = append(out, `,"limited":`...)
+	out = strconv.AppendBool(out, t.Limited)
+	if t.PrevBatch != "" {
+		out = append(out, `,"prev_batch":`...)
+		out = appendJSONString(out, t.PrevBatch)
+	}
+	return append(out, '}'), nil
+}
+
+type roomSummary struct {
+	Heroes  []id.UserID `json:"m.heroes,omitempty"`
+	Joined  int         `json:"m.joined_member_count"`
+	Invited int         `json:"m.invited_member_count"`
+}
+
+type notifCounts struct {
+	Highlight int `json:"highlight_count"`
+	Notif     int `json:"notification_count"`
+}
+
+func newSyncResponse() *syncResponse {
+	return &syncResponse{
+		Rooms: syncRooms{
+			Join: map[id.RoomID]*joinedRoom{}, Invite: map[id.RoomID]*invitedRoom{},
+			Knock: map[id.RoomID]*knockedRoom{}, Leave: map[id.RoomID]*leftRoom{},
+		},
+		DeviceLists:      deviceLists{Changed: []id.UserID{}, Left: []id.UserID{}},
+		OneTimeKeysCount: map[string]int{},
+		FallbackKeyTypes: []string{},
+	}
+}
+
+// syncBuilder assembles one response.
+type syncBuilder struct {
+	s          *Syncer
+	a          *API
+	ctx        context.Context
+	dev        *Device
+	f          *syncFilter
+	since      syncstream.Token
+	initial    bool
+	fullState  bool
+	stateAfter bool
+
+	to      syncstream.Token
+	ignored map[id.UserID]struct{}
+	lk      lazyKey
+	roomAD  map[id.RoomID][]json.RawMessage
+	// dbRooms: rooms with events after since, read from the store when since
+	// predates the in-memory timelines.
+	dbRooms map[id.RoomID]int64
+	resp    *syncResponse
+	news    bool
+}
+
+// build assembles everything but the E2EE parts; b.news says whether there
+// is anything for the user.
+func (b *syncBuilder) build() error {
+	s, ctx := b.s, b.ctx
+	user := b.dev.UserID
+	b.resp = newSyncResponse()
+	ev, err := s.eventPosition(ctx)
+	if err != nil {
+		return err
+	}
+	var msBuf [16]syncstream.Membership
+	ms := s.members.Rooms(user, msBuf[:0])
+	maxPos := int64(0)
+	for _, m := range ms {
+		maxPos = max(maxPos, m.Pos)
+	}
+	if maxPos > ev {
+		// A membership change is being announced (the index is updated just
+		// before its position is done): wait for it to complete.
+		if ev = max(ev, s.announced.WaitFor(maxPos, time.Second)); ev < maxPos {
+			slog.Warn("sync: membership change not announced in time", "user", user, "pos", maxPos, "at", ev)
+		}
+	}
+	s.counts.waitFor(s.counts.queued(), 2*time.Second)
+	ud, err := s.userData.get(ctx, b.a, b.dev.Localpart)
+	if err != nil {
+		return err
+	}
+	b.ignored = ud.ignored
+	b.to = syncstream.Token{
+		Events: ev, AccountData: ud.pos, Receipts: s.receipts.current(), Typing: s.typing.Current(), Presence: s.presence.current(),
+		Invites: s.invitePos.Load(),
+	}
+	if ds := s.deviceStreams(); ds != nil {
+		b.to.E2EE = ds.Position()
+	}
+	// A token ahead of the server (a restored database) counts as current.
+	b.since.Events = min(b.since.Events, b.to.Events)
+	b.since.AccountData = min(b.since.AccountData, b.to.AccountData)
+	b.since.Receipts = min(b.since.Receipts, b.to.Receipts)
+	b.since.Presence = min(b.since.Presence, b.to.Presence)
+	b.since.E2EE = min(b.since.E2EE, b.to.E2EE)
+	if b.since.Invites > b.to.Invites {
+		b.since.Invites = 0 // from before a restart: show the pending invites again
+	}
+
+	if err := b.accountData(); err != nil {
+		return err
+	}
+	if !b.initial && b.since.Events < s.timelines.Start() && b.since.Events < b.to.Events {
+		if b.dbRooms, err = s.rs.RoomsWithEvents(ctx, b.since.Events, b.to.Events); err != nil {
+			return err
+		}
+	}
+	for _, m := range ms {
+		if err := b.room(m); err != nil {
+			return fmt.Errorf("syncing room %s: %w", m.RoomID, err)
+		}
+	}
+	if err := b.remoteInviteRooms(); err != nil {
+		return err
+	}
+	if err := b.presence(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// token is the response's next_batch.
+func (b *syncBuilder) token() string { return b.to.String() }
+
+// accountData fills global account data and collects room account data.
+func (b *syncBuilder) accountData() error {
+	if !b.initial && b.since.AccountData >= b.to.AccountData {
+		return nil
+	}
+	entries, err := b.a.AccountDataSince(b.ctx, b.dev.Localpart, b.since.AccountData)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		b.to.AccountData = max(b.to.AccountData, e.StreamPos)
+		raw := accountDataEvent(e)
+		if e.RoomID == "" {
+			if b.f.accountData.matchType(e.Type) {
+				b.resp.AccountData.Events = append(b.resp.AccountData.Events, raw)
+				b.news = true
+			}
+			continue
+		}
+		rid := id.RoomID(e.RoomID)
+		if !b.f.roomAccountData.rooms.match(rid) || !b.f.roomAccountData.matchType(e.Type) {
+			continue
+		}
+		if b.roomAD == nil {
+			b.roomAD = map[id.RoomID][]json.RawMessage{}
+		}
+		b.roomAD[rid] = append(b.roomAD[rid], raw)
+	}
+	return nil
+}
+
+func accountDataEvent(e accounts.AccountDataEntry) json.RawMessage {
+	out := make([]byte, 0, 24+len(e.Type)+len(e.Content))
+	out = append(out, `{"type":`...)
+	out = appendJSONString(out, e.Type)
+	out = append(out, `,"content":`...)
+	if len(e.Content) == 0 {
+		out = append(out, `{}`...)
+	} else {
+		out = append(out, e.Content...)
+	}
+	return append(out, '}')
+}
+
+// room adds a room's section, if it has one in this response.
+func (b *syncBuilder) room(m syncstream.Membership) error {
+	if !b.f.rooms.match(m.RoomID) {
+		return nil
+	}
+	if m.Pos > b.to.Events {
+		// The membership change is not part of this response yet.
+		return nil
+	}
+	changed := b.initial || m.Pos > b.since.Events
+	switch m.Membership {
+	case "join":
+		newlyJoined := b.initial || m.JoinedPos > b.since.Events
+		return b.joinedRoom(m, newlyJoined)
+	case "invite":
+		if changed {
+			return b.strippedRoom(m, false)
+		}
+	case "knock":
+		if changed {
+			return b.strippedRoom(m, true)
+		}
+	case "leave", "ban":
+		if (b.initial || b.fullState) && b.f.includeLeave || !b.initial && changed {
+			return b.leftRoom(m)
+		}
+	}
+	return nil
+}
+
+// roomHasEvents reports whether a room had events in (since, to].
+func (b *syncBuilder) roomHasEvents(roomID id.RoomID) bool {
+	if b.dbRooms != nil || b.since.Events < b.s.timelines.Start() {
+		return b.dbRooms[roomID] > b.since.Events
+	}
+	return b.s.timelines.Latest(roomID) > b.since.Events
+}
+
+// joinedRoom adds a joined room's section: full (initial sync, newly joined,
+// full_state) or incremental.
+func (b *syncBuilder) joinedRoom(m syncstream.Membership, newlyJoined bool) error {
+	s, ctx := b.s, b.ctx
+	roomID := m.RoomID
+	full := newlyJoined || b.fullState
+	sinceTyping := b.since.Typing
+	sinceReceipts := b.since.Receipts
+	if newlyJoined {
+		sinceTyping, sinceReceipts = 0, 0
+	}
+	hasEvents := newlyJoined || b.roomHasEvents(roomID)
+	typingUsers, typingChanged := s.typing.Changed(roomID, sinceTyping)
+	receiptsChanged, err := s.receipts.changed(ctx, roomID, sinceReceipts, b.to.Receipts)
+	if err != nil {
+		return err
+	}
+	if !full && !hasEvents && !typingChanged && !receiptsChanged && len(b.roomAD[roomID]) == 0 {
+		return nil
+	}
+	jr := &joinedRoom{}
+	var tl []*roomserver.StoredEvent
+	limited := false
+	if hasEvents {
+		tlSince := b.since.Events
+		if newlyJoined {
+			tlSince = 0
+		}
+		if tl, limited, err = b.timeline(roomID, tlSince, b.to.Events); err != nil {
+			return err
+		}
+	}
+	summary := full || limited || hasMemberEvent(tl)
+	var heroes []id.UserID
+	if summary {
+		joined, invited, err := s.rs.MemberCounts(ctx, roomID)
+		if err != nil {
+			return err
+		}
+		// Heroes are needed only by rooms without a name or canonical alias
+		// (and, lazy-loading, their member events are then sent too).
+		named, err := b.roomNamed(roomID)
+		if err != nil {
+			return err
+		}
+		if !named {
+			if heroes, err = s.rs.Heroes(ctx, roomID, b.dev.UserID, 5); err != nil {
+				return err
+			}
+		}
+		jr.Summary = &roomSummary{Heroes: heroes, Joined: joined, Invited: invited}
+	}
+	state, err := b.state(roomID, full, limited, tl, b.to.Events, heroes, newlyJoined)
+	if err != nil {
+		return err
+	}
+	if err := b.fillTimeline(&jr.Timeline, roomID, tl, limited, full); err != nil {
+		return err
+	}
+	b.setState(&jr.State, &jr.StateAfter, state)
+	// Ephemeral events.
+	if b.f.ephemeral.rooms.match(roomID) {
+		if typingChanged && b.f.ephemeral.matchType("m.typing") {
+			users := slices.DeleteFunc(typingUsers, func(u id.UserID) bool { _, ign := b.ignored[u]; return ign })
+			if len(users) > 0 || !newlyJoined {
+				jr.Ephemeral.Events = append(jr.Ephemeral.Events, typingEvent(users))
+			}
+		}
+		if receiptsChanged && b.f.ephemeral.matchType("m.receipt") {
+			rev, err := s.receipts.event(ctx, roomID, sinceReceipts, b.to.Receipts, b.dev.UserID, b.ignored)
+			if err != nil {
+				return err
+			}
+			if rev != nil {
+				jr.Ephemeral.Events = append(jr.Ephemeral.Events, rev)
+			}
+		}
+	}
+	jr.AccountData.Events = b.roomAD[roomID]
+	if !full && len(jr.Timeline.Events) == 0 && len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 && len(state) == 0 {
+		return nil
+	}
+	main, threads := s.counts.get(b.dev.UserID, roomID, b.f.threadCounts)
+	jr.UnreadNotifications = notifCounts{Highlight: main.highlight, Notif: main.notif}
+	if len(threads) > 0 {
+		jr.UnreadThreadNotifications = make(map[string]notifCounts, len(threads))
+		for t, c := range threads {
+			jr.UnreadThreadNotifications[t] = notifCounts{Highlight: c.highlight, Notif: c.notif}
+		}
+	}
+	b.resp.Rooms.Join[roomID] = jr
+	b.news = true
+	return nil
+}
+
+// roomNamed reports whether a room has a non-empty name or canonical alias.
+func (b *syncBuilder) roomNamed(roomID id.RoomID) (bool, error) {
+	evs, err := b.s.rs.CurrentStateEvents(b.ctx, roomID, nameKeys)
+	if err != nil {
+		return false, err
+	}
+	return contentString(evs[0], "name") != "" || contentString(evs[1], "alias") != "", nil
+}
+
+var nameKeys = []pdu.StateKey{{Type: "m.room.name"}, {Type: "m.room.canonical_alias"}}
+
+func hasMemberEvent(evs []*roomserver.StoredEvent) bool {
+	for _, e := range evs {
+		if e.Type() == "m.room.member" {
+			return true
+		}
+	}
+	return false
+}
+
+func typingEvent(users []id.UserID) json.RawMessage {
+	b := make([]byte, 0, 48+len(users)*32)
+	b = append(b, `{"type":"m.typing","content":{"user_ids":[`...)
+	for i, u := range users {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, string(u))
+	}
+	return append(b, `]}}`...)
+}
+
+// setState puts state events in "state", or in "state_after" when the client
+// asked for use_state_after.
+func (b *syncBuilder) setState(state, stateAfter **eventBatch, evs []json.RawMessage) {
+	if b.stateAfter {
+		*stateAfter = &eventBatch{Events: evs}
+	} else {
+		*state = &eventBatch{Events: evs}
+	}
+}
+
+// leftRoom adds the section of a room the user left or was banned from: the
+// timeline up to their leave event.
+func (b *syncBuilder) leftRoom(m syncstream.Membership) error {
+	roomID := m.RoomID
+	lr := &leftRoom{}
+	var tl []*roomserver.StoredEvent
+	limited := false
+	var err error
+	if m.Pos > 0 {
+		tlSince := b.since.Events
+		if b.initial {
+			tlSince = 0
+		}
+		if tl, limited, err = b.timeline(roomID, tlSince, m.Pos); err != nil {
+			return err
+		}
+	}
+	upTo := m.Pos
+	var state []json.RawMessage
+	if m.Pos > 0 {
+		if state, err = b.state(roomID, b.initial || b.fullState, limited, tl, upTo, nil, false); err != nil {
+			return err
+		}
+	}
+	if err := b.fillTimeline(&lr.Timeline, roomID, tl, limited, b.initial || b.fullState); err != nil {
+		return err
+	}
+	b.setState(&lr.State, &lr.StateAfter, state)
+	lr.AccountData.Events = b.roomAD[roomID]
+	b.resp.Rooms.Leave[roomID] = lr
+	b.news = true
+	return nil
+}
+
+// strippedKeys are the state events an invite or knock shows of the room
+// (Client-Server API, "Stripped state").
+var strippedKeys = []pdu.StateKey{
+	{Type: "m.room.create"}, {Type: "m.room.name"}, {Type: "m.room.avatar"}, {Type: "m.room.topic"},
+	{Type: "m.room.join_rules"}, {Type: "m.room.canonical_alias"}, {Type: "m.room.encryption"},
+}
+
+// strippedRoom adds an invite (or knock) section with the room's stripped
+// state. Invites from ignored users are not sent ("Ignoring Users").
+func (b *syncBuilder) strippedRoom(m syncstream.Membership, knock bool) error {
+	ctx := b.ctx
+	member, err := b.s.rs.Event(ctx, m.EventID)
+	if err != nil {
+		return nil // the member event is gone (an outlier invite not kept): nothing to show
+	}
+	if _, ign := b.ignored[member.Sender()]; ign && !knock {
+		return nil
+	}
+	var evs []json.RawMessage
+	cur, err := b.s.rs.CurrentStateEvents(ctx, m.RoomID, strippedKeys)
+	if err == nil {
+		for _, e := range cur {
+			if e != nil {
+				evs = append(evs, strippedEvent(e.Event))
+			}
+		}
+	} else {
+		// A room known only through the invite: the state the inviting server
+		// sent along (unsigned.invite_room_state / knock_room_state).
+		key := "invite_room_state"
+		if knock {
+			key = "knock_room_state"
+		}
+		for _, x := range gjson.GetBytes(member.Unsigned(), key).Array() {
+			if x.IsObject() {
+				evs = append(evs, strippedRaw(x))
+			}
+		}
+	}
+	evs = append(evs, strippedEvent(member.Event))
+	if knock {
+		b.resp.Rooms.Knock[m.RoomID] = &knockedRoom{KnockState: eventBatch{Events: evs}}
+	} else {
+		b.resp.Rooms.Invite[m.RoomID] = &invitedRoom{InviteState: eventBatch{Events: evs}}
+	}
+	b.news = true
+	return nil
+}
+
+// strippedEvent writes an event as a stripped state event: content, sender,
+// state_key and type only.
+func strippedEvent(e *events.Event) json.RawMessage {
+	out := make([]byte, 0, 64+len(e.Content()))
+	out = append(out, `{"content":`...)
+	out = append(out, e.Content()...)
+	out = append(out, `,"sender":`...)
+	out = appendJSONString(out, string(e.Sender()))
+	out = append(out, `,"state_key":`...)
+	sk := ""
+	if e.StateKey() != nil {
+		sk = *e.StateKey()
+	}
+	out = appendJSONString(out, sk)
+	out = append(out, `,"type":`...)
+	out = appendJSONString(out, e.Type())
+	return append(out, '}')
+}
+
+// strippedRaw keeps the stripped state fields of a JSON object.
+func strippedRaw(x gjson.Result) json.RawMessage {
+	out := []byte(`{}`)
+	for _, k := range []string{"content", "sender", "state_key", "type"} {
+		if v := x.Get(k); v.Exists() {
+			out, _ = sjson.SetRawBytes(out, k, []byte(v.Raw))
+		}
+	}
+	return out
+}
+
+// maxTimelineRounds bounds the store reads one room's timeline takes when
+// filters or history visibility drop many events.
+const maxTimelineRounds = 8
+
+// timeline returns the newest events of a room in (since, upTo] the user may
+// see and the timeline filter passes, at most the filter's limit, oldest
+// first, and whether older ones were left out.
+func (b *syncBuilder) timeline(roomID id.RoomID, since, upTo int64) ([]*roomserver.StoredEvent, bool, error) {
+	m := &b.f.timeline
+	if !m.rooms.match(roomID) || since >= upTo {
+		return nil, false, nil
+	}
+	limit := b.f.timelineLimit
+	want := limit + 1
+	pass := func(e *events.Event) bool {
+		if !m.match(e.Type(), e.Sender()) {
+			return false
+		}
+		if _, ign := b.ignored[e.Sender()]; ign && !e.IsState() {
+			return false
+		}
+		if m.containsURL != nil && (gjson.GetBytes(e.Content(), "url").Type == gjson.String) != *m.containsURL {
+			return false
+		}
+		return true
+	}
+	var ids []id.EventID
+	lowest := upTo + 1
+	stopped := false
+	complete := b.s.timelines.Scan(roomID, since, upTo, func(e syncstream.TimelineEntry) bool {
+		lowest = e.Pos
+		if pass(e.Event) {
+			ids = append(ids, e.Event.ID())
+		}
+		if len(ids) >= want {
+			stopped = true
+			return false
+		}
+		return true
+	})
+	var out []*roomserver.StoredEvent // newest first
+	if len(ids) > 0 {
+		evs, err := b.s.rs.Events(b.ctx, ids)
+		if err != nil {
+			return nil, false, err
+		}
+		byID := make(map[id.EventID]*roomserver.StoredEvent, len(evs))
+		for _, e := range evs {
+			byID[e.ID()] = e
+		}
+		chrono := make([]*roomserver.StoredEvent, 0, len(ids))
+		for i := len(ids) - 1; i >= 0; i-- {
+			if e := byID[ids[i]]; e != nil {
+				chrono = append(chrono, e)
+			}
+		}
+		vis, err := b.a.VisibleEvents(b.ctx, b.dev.UserID, chrono)
+		if err != nil {
+			return nil, false, err
+		}
+		for i := len(vis) - 1; i >= 0; i-- {
+			out = append(out, vis[i])
+		}
+	}
+	more := false
+	if len(out) < want && (stopped || !complete) {
+		before := lowest - 1
+		batch := max(want*2, 20)
+		for round := 0; len(out) < want; round++ {
+			if round == maxTimelineRounds {
+				more = true
+				break
+			}
+			page, err := b.s.rs.RoomTimeline(b.ctx, roomID, since, before, batch)
+			if err != nil {
+				return nil, false, err
+			}
+			if len(page) == 0 {
+				break
+			}
+			before = page[0].StreamPos - 1
+			kept := page[:0:0]
+			for _, e := range page {
+				if pass(e.Event) {
+					kept = append(kept, e)
+				}
+			}
+			vis, err := b.a.VisibleEvents(b.ctx, b.dev.UserID, kept)
+			if err != nil {
+				return nil, false, err
+			}
+			for i := len(vis) - 1; i >= 0; i-- {
+				out = append(out, vis[i])
+			}
+			if len(page) < batch {
+				break
+			}
+		}
+	}
+	limited := more || len(out) > limit
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	slices.Reverse(out)
+	return out, limited, nil
+}
+
+// fillTimeline writes a timeline batch: its events in client format and, as
+// prev_batch, the place just before the first of them, which /messages
+// accepts as from. Bundled aggregations are added to full and limited
+// timelines; an unlimited incremental timeline holds every event since the
+// previous sync, so the children of its events are in it too.
+func (b *syncBuilder) fillTimeline(t *timelineBatch, roomID id.RoomID, tl []*roomserver.StoredEvent, limited, full bool) error {
+	t.Limited = limited
+	if len(tl) == 0 {
+		if limited {
+			// Everything in range was filtered out: paginate from the end.
+			t.PrevBatch = syncstream.Token{Events: b.to.Events}.String()
+		}
+		return nil
+	}
+	evs, err := b.formatEvents(tl, full || limited)
+	if err != nil {
+		return err
+	}
+	t.Events = evs
+	t.PrevBatch = syncstream.TopoToken{Depth: tl[0].Depth(), Stream: tl[0].StreamPos}.String()
+	b.recordMembers(roomID, tl)
+	return nil
+}
+
+// formatEvents writes events for the syncing device in the filter's format.
+func (b *syncBuilder) formatEvents(evs []*roomserver.StoredEvent, bundle bool) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	if b.f.federation {
+		out = make([]json.RawMessage, len(evs))
+		for i, e := range evs {
+			ev := e.Event
+			if e.RedactedBy != "" {
+				ev = ev.Redacted()
+			}
+			out[i] = ev.JSON()
+		}
+	} else {
+		var err error
+		out, err = b.a.ClientEvents(b.ctx, b.dev.UserID, b.dev.DeviceID, evs, EventFormat{OmitRoomID: true, Bundle: bundle})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(b.f.eventFields) > 0 {
+		for i := range out {
+			out[i] = projectEventFields(out[i], b.f.eventFields)
+		}
+	}
+	return out, nil
+}
+
+// projectEventFields keeps only the given dot-separated fields of an event
+// (Filter.event_fields; "\." escapes a dot in a field name).
+func projectEventFields(raw []byte, fields []string) []byte {
+	out := []byte(`{}`)
+	for _, f := range fields {
+		p := gjsonPath(f)
+		v := gjson.GetBytes(raw, p)
+		if !v.Exists() {
+			continue
+		}
+		if o, err := sjson.SetRawBytes(out, p, []byte(v.Raw)); err == nil {
+			out = o
+		}
+	}
+	return out
+}
+
+// gjsonPath escapes gjson's metacharacters other than the dot separators (and
+// the spec's "\." escapes, which gjson shares).
+func gjsonPath(f string) string {
+	b := make([]byte, 0, len(f)+4)
+	for i := 0; i < len(f); i++ {
+		c := f[i]
+		switch c {
+		case '\\':
+			if i+1 < len(f) {
+				b = append(b, c, f[i+1])
+				i++
+				continue
+			}
+			b = append(b, '\\', '\\')
+			continue
+		case '*', '?', '#', '@', '|', '!', '=', '<', '>', '%':
+			b = append(b, '\\')
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+// recordMembers notes the member events of a timeline as sent to the device.
+func (b *syncBuilder) recordMembers(roomID id.RoomID, tl []*roomserver.StoredEvent) {
+	if !b.f.lazyMembers {
+		return
+	}
+	sent := map[id.UserID]id.EventID{}
+	for _, e := range tl {
+		if e.Type() == "m.room.member" && e.StateKey() != nil {
+			sent[id.UserID(*e.StateKey())] = e.ID()
+		}
+	}
+	b.s.lazy.record(b.lk, roomID, sent)
+}
+
+// snapshotAt is the room's state snapshot after its newest event at or below
+// stream position pos (0, the empty state, when there is none).
+func (b *syncBuilder) snapshotAt(roomID id.RoomID, pos int64) (int64, error) {
+	e, err := b.s.rs.LatestEventAtStream(b.ctx, roomID, pos)
+	if err != nil || e == nil {
+		return 0, err
+	}
+	return e.StateAfter, nil
+}
+
+// state computes a room's state section (Client-Server API, GET /sync,
+// "state"): the full state at the start of the timeline (full), else the
+// state that changed between since and the start of the timeline, which is
+// nothing unless the timeline is limited. With use_state_after both are taken
+// at the end of the timeline instead. Lazy-loading sends only the member events
+// of the timeline's senders (and of the heroes, and of the user when the
+// state is full), leaving out those this device already has, except that
+// member changes inside a gap are always sent.
+func (b *syncBuilder) state(roomID id.RoomID, full, limited bool, tl []*roomserver.StoredEvent, upTo int64, heroes []id.UserID, ownMember bool) ([]json.RawMessage, error) {
+	rs := b.s.rs
+	sm := &b.f.state
+	if !sm.rooms.match(roomID) {
+		return nil, nil
+	}
+	lazy := b.f.lazyMembers
+	if !full && !limited && !b.stateAfter && (!lazy || len(tl) == 0) {
+		return nil, nil
+	}
+	var ref int64
+	var err error
+	switch {
+	case len(tl) == 0:
+		if ref, err = b.snapshotAt(roomID, upTo); err != nil {
+			return nil, err
+		}
+	case b.stateAfter:
+		ref = tl[len(tl)-1].StateAfter
+	default:
+		ref = tl[0].StateBefore
+	}
+	// The member events lazy-loading needs.
+	var needed map[id.UserID]struct{}
+	if lazy {
+		needed = map[id.UserID]struct{}{}
+		for _, e := range tl {
+			needed[e.Sender()] = struct{}{}
+		}
+		for _, h := range heroes {
+			needed[h] = struct{}{}
+		}
+		if full || ownMember {
+			needed[b.dev.UserID] = struct{}{}
+		}
+	}
+	keepType := func(k pdu.StateKey) bool {
+		if len(sm.types) > 0 || len(sm.notTypes) > 0 {
+			if !sm.match(k.Type, "") {
+				return false
+			}
+		}
+		return true
+	}
+	var entries []roomserver.StateEntry
+	deltaMode := !full && (limited || b.stateAfter)
+	if full {
+		entries, err = rs.SnapshotEntries(b.ctx, ref, func(k pdu.StateKey) bool {
+			if !keepType(k) {
+				return false
+			}
+			if lazy && k.Type == "m.room.member" {
+				_, ok := needed[id.UserID(k.StateKey)]
+				return ok
+			}
+			return true
+		})
+	} else if deltaMode {
+		var from int64
+		if from, err = b.snapshotAt(roomID, b.since.Events); err != nil {
+			return nil, err
+		}
+		// Member changes in the gap are sent even when lazy-loading.
+		entries, err = rs.StateDelta(b.ctx, from, ref, keepType)
+	}
+	if err != nil {
+		return nil, err
+	}
+	inState := map[id.EventID]struct{}{}
+	for _, e := range entries {
+		inState[e.Event.ID()] = struct{}{}
+	}
+	if lazy && !full && len(needed) > 0 {
+		// Senders' member events from the reference state, unless sent before.
+		keys := make([]pdu.StateKey, 0, len(needed))
+		for u := range needed {
+			keys = append(keys, pdu.StateKey{Type: "m.room.member", StateKey: string(u)})
+		}
+		if keepType(keys[0]) {
+			rows, err := rs.SnapshotStateEvents(b.ctx, []int64{ref}, keys)
+			if err != nil {
+				return nil, err
+			}
+			for i, e := range rows[ref] {
+				if e == nil {
+					continue
+				}
+				if _, dup := inState[e.ID()]; dup {
+					continue
+				}
+				inState[e.ID()] = struct{}{}
+				entries = append(entries, roomserver.StateEntry{Key: keys[i], Event: e})
+			}
+		}
+	}
+	inTimeline := map[id.EventID]struct{}{}
+	if b.stateAfter {
+		for _, e := range tl {
+			inTimeline[e.ID()] = struct{}{}
+		}
+	}
+	sent := map[id.UserID]id.EventID{}
+	evs := make([]*roomserver.StoredEvent, 0, len(entries))
+	for _, e := range entries {
+		ev := e.Event
+		if !sm.match(ev.Type(), ev.Sender()) {
+			continue
+		}
+		if _, dup := inTimeline[ev.ID()]; dup {
+			continue
+		}
+		if lazy && ev.Type() == "m.room.member" {
+			u := id.UserID(e.Key.StateKey)
+			gapChange := deltaMode
+			if !gapChange && !b.f.redundantMembers && !(ownMember && u == b.dev.UserID) && b.s.lazy.sent(b.lk, roomID, u, ev.ID()) {
+				continue
+			}
+			sent[u] = ev.ID()
+		}
+		evs = append(evs, ev)
+	}
+	sortStateByStream(evs)
+	if sm.limit > 0 && len(evs) > sm.limit {
+		evs = evs[len(evs)-sm.limit:]
+	}
+	if lazy {
+		b.s.lazy.record(b.lk, roomID, sent)
+	}
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	return b.formatEvents(evs, false)
+}
+
+// sortStateByStream orders state events by stream position, for stable responses.
+func sortStateByStream(evs []*roomserver.StoredEvent) {
+	slices.SortFunc(evs, func(x, y *roomserver.StoredEvent) int {
+		switch {
+		case x.StreamPos < y.StreamPos:
+			return -1
+		case x.StreamPos > y.StreamPos:
+			return 1
+		}
+		return 0
+	})
+}
+
+// presence fills the presence section: users sharing a room with the syncing
+// user (and the user), whose presence changed since the token, or all of them
+// on an initial sync.
+func (b *syncBuilder) presence() error {
+	s, ctx := b.s, b.ctx
+	if !b.f.presence.matchType("m.presence") {
+		return nil
+	}
+	var users []id.UserID
+	var err error
+	if b.initial {
+		users, err = s.presenceAudience(ctx, b.dev.UserID)
+	} else if b.since.Presence < b.to.Presence {
+		users, err = s.presence.changedSince(ctx, b.since.Presence, b.to.Presence)
+	}
+	if err != nil || len(users) == 0 {
+		return err
+	}
+	now := nowMS()
+	for _, u := range users {
+		if !b.f.presence.match("m.presence", u) {
+			continue
+		}
+		if _, ign := b.ignored[u]; ign {
+			continue
+		}
+		if !b.initial && u != b.dev.UserID {
+			share, err := s.shareRoom(ctx, b.dev.UserID, u)
+			if err != nil {
+				return err
+			}
+			if !share {
+				continue
+			}
+		}
+		st, err := s.presence.get(ctx, u)
+		if err != nil {
+			return err
+		}
+		if st.pos == 0 && b.initial {
+			continue // never set: nothing to say
+		}
+		b.resp.Presence.Events = append(b.resp.Presence.Events, appendPresenceEvent(nil, u, st, now))
+		b.news = true
+	}
+	return nil
+}
+
+// presenceAudience lists the user and the users sharing a room with them who
+// have a presence.
+func (s *Syncer) presenceAudience(ctx context.Context, user id.UserID) ([]id.UserID, error) {
+	rows, err := s.db.Query(ctx, `SELECT p.user_id FROM presence p WHERE p.user_id = $1 OR p.user_id IN (
+		SELECT o.state_key FROM current_state me JOIN current_state o ON o.room_nid = me.room_nid
+		WHERE me.event_type = 'm.room.member' AND me.state_key = $1 AND me.membership = 'join'
+		AND o.event_type = 'm.room.member' AND o.membership = 'join')`, string(user))
+	if err != nil {
+		return nil, fmt.Errorf("listing presence audience: %w", err)
+	}
+	defer rows.Close()
+	var out []id.UserID
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("listing presence audience: %w", err)
+		}
+		out = append(out, id.UserID(u))
+	}
+	return out, rows.Err()
+}

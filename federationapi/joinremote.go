@@ -1,0 +1,381 @@
+package federationapi
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+
+	"hearth/httputil"
+	"hearth/roomserver/events"
+	"hearth/roomserver/roomversion"
+)
+
+// ErrNoServers is returned when there is no server to join a room through.
+var ErrNoServers = errors.New("no server to join the room through")
+
+// JoinRemoteRoom joins userID (a local user) to a room that lives on other servers,
+// by room ID or alias, through the servers in via (and the alias's or room ID's
+// own server): make_join, then send_join (v2), then the room's state and auth chain
+// are stored and the join event is input with that state. It returns the room ID.
+// Errors from the remote servers come back as *httputil.Error where they carry a
+// Matrix error code (M_FORBIDDEN when the room does not let the user in).
+func (a *API) JoinRemoteRoom(ctx context.Context, roomIDOrAlias string, userID id.UserID, via []string) (id.RoomID, error) {
+	if userID.Homeserver() != a.serverName {
+		return "", fmt.Errorf("joining %s: %s is not a local user", roomIDOrAlias, userID)
+	}
+	var roomID id.RoomID
+	var servers []string
+	switch {
+	case strings.HasPrefix(roomIDOrAlias, "#"):
+		alias := id.RoomAlias(roomIDOrAlias)
+		server := aliasServer(alias)
+		if server == "" {
+			return "", httputil.InvalidParam("Bad room alias %s", alias)
+		}
+		if server == a.serverName {
+			dir := a.directory()
+			if dir == nil {
+				return "", httputil.NotFound("Room alias %s not found", alias)
+			}
+			rid, err := dir.ResolveLocalAlias(ctx, alias)
+			if errors.Is(err, ErrNotFound) {
+				return "", httputil.NotFound("Room alias %s not found", alias)
+			}
+			if err != nil {
+				return "", err
+			}
+			roomID = rid
+		} else {
+			resp, err := a.client.QueryDirectory(ctx, server, alias)
+			if err != nil {
+				return "", remoteError(fmt.Sprintf("resolving %s", alias), err)
+			}
+			if resp == nil || resp.RoomID == "" {
+				return "", httputil.NotFound("Room alias %s not found", alias)
+			}
+			roomID = resp.RoomID
+			servers = append(servers, resp.Servers...)
+			servers = append(servers, server)
+		}
+	case strings.HasPrefix(roomIDOrAlias, "!"):
+		roomID = id.RoomID(roomIDOrAlias)
+	default:
+		return "", httputil.InvalidParam("%s is neither a room ID nor an alias", roomIDOrAlias)
+	}
+	servers = append(servers, via...)
+	if _, server, ok := strings.Cut(string(roomID), ":"); ok {
+		servers = append(servers, server) // room versions before 12 name a server
+	}
+	var candidates []string
+	for _, s := range servers {
+		if s != a.serverName && s != "" && !slices.Contains(candidates, s) {
+			candidates = append(candidates, s)
+		}
+	}
+	if len(candidates) == 0 {
+		return "", ErrNoServers
+	}
+	var errs []error
+	for _, server := range candidates {
+		err := a.joinVia(ctx, server, roomID, userID)
+		if err == nil {
+			return roomID, nil
+		}
+		slog.Info("remote join failed", "room_id", roomID, "via", server, "err", err)
+		errs = append(errs, err)
+		var me *httputil.Error
+		if errors.As(err, &me) && me.ErrCode == "M_FORBIDDEN" {
+			return "", err // the room said no; other residents will say the same
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	// The first error with a Matrix error code says most.
+	for _, err := range errs {
+		var me *httputil.Error
+		if errors.As(err, &me) {
+			return "", err
+		}
+	}
+	return "", errors.Join(errs...)
+}
+
+// joinVia runs the join handshake with one resident server.
+func (a *API) joinVia(ctx context.Context, server string, roomID id.RoomID, userID id.UserID) error {
+	start := time.Now()
+	versions := make([]id.RoomVersion, 0, 12)
+	for _, v := range roomversion.All() {
+		versions = append(versions, v.ID)
+	}
+	mj, err := a.client.MakeJoin(ctx, &federation.ReqMakeJoin{RoomID: roomID, UserID: userID, Via: server, SupportedVersions: versions})
+	if err != nil {
+		return remoteError("make_join", err)
+	}
+	if mj == nil {
+		return errors.New("make_join: empty answer")
+	}
+	version := mj.RoomVersion
+	if version == "" {
+		version = "1"
+	}
+	v, ok := roomversion.Lookup(version)
+	if !ok {
+		return fmt.Errorf("make_join: unsupported room version %q", version)
+	}
+	proto, err := templateProto(v, mj.Event, roomID, userID, "join")
+	if err != nil {
+		return fmt.Errorf("make_join: %w", err)
+	}
+	if a.opts.Profiles != nil {
+		proto.Content = a.withProfile(ctx, userID, proto.Content)
+	}
+	ev, err := events.Build(v.ID, *proto, a.serverName, id.KeyID(a.key.ID), a.key.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("building the join event: %w", err)
+	}
+	sj, err := a.client.SendJoin(ctx, &federation.ReqSendJoin{RoomID: roomID, EventID: ev.ID(), Event: ev.JSON(), Via: server})
+	if err != nil {
+		return remoteError("send_join", err)
+	}
+	if sj == nil {
+		return errors.New("send_join: empty answer")
+	}
+	if sj.MembersOmitted {
+		return errors.New("send_join: the server omitted members, which this server does not support")
+	}
+	if len(sj.Event) > 0 {
+		// The resident signed a restricted join: use its copy (same ID).
+		if signed, err := events.Parse(v.ID, sj.Event); err == nil && signed.ID() == ev.ID() {
+			ev = signed
+		}
+	}
+	if err := a.rs.EnsureRoom(ctx, roomID, v.ID); err != nil {
+		return err
+	}
+	raws := make([]json.RawMessage, 0, len(sj.State)+len(sj.AuthChain))
+	raws = append(append(raws, sj.AuthChain...), sj.State...)
+	evs, err := a.verifyNew(ctx, roomID, v.ID, raws)
+	if err != nil {
+		return err
+	}
+	if err := a.inputOutliers(ctx, evs); err != nil {
+		return err
+	}
+	stateIDs := make([]id.EventID, 0, len(sj.State))
+	for _, raw := range sj.State {
+		if se, err := events.Parse(v.ID, raw); err == nil && se.RoomID() == roomID {
+			stateIDs = append(stateIDs, se.ID())
+		}
+	}
+	// Only state events that are stored count (those that failed the checks are
+	// left out, as the engine requires every supplied event to be stored).
+	stored, err := a.rs.Events(ctx, stateIDs)
+	if err != nil {
+		return err
+	}
+	stateIDs = stateIDs[:0]
+	for _, se := range stored {
+		stateIDs = append(stateIDs, se.ID())
+	}
+	prevStates := make(map[id.EventID][]id.EventID, len(ev.PrevEventIDs()))
+	for _, p := range ev.PrevEventIDs() {
+		prevStates[p] = stateIDs
+	}
+	a.sender.markSkip(ev.ID()) // the resident sends the join to the room
+	res, err := a.rs.InputEventWithState(ctx, ev, prevStates)
+	if err != nil {
+		return fmt.Errorf("storing the join: %w", err)
+	}
+	if res.Rejected != nil {
+		return httputil.Forbidden("The join was rejected: %v", res.Rejected)
+	}
+	slog.Info("joined remote room", "room_id", roomID, "user_id", userID, "via", server,
+		"state_events", len(sj.State), "auth_chain", len(sj.AuthChain), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// templateProto turns a make_join/make_leave template into the event to build,
+// checking the fields the spec says the joining server must check.
+func templateProto(v *roomversion.Version, tmpl json.RawMessage, roomID id.RoomID, userID id.UserID, membership string) (*events.ProtoEvent, error) {
+	t := gjson.ParseBytes(tmpl)
+	if !t.IsObject() {
+		return nil, errors.New("the template is not an object")
+	}
+	switch {
+	case t.Get("type").Str != "m.room.member":
+		return nil, errors.New("the template is not an m.room.member event")
+	case t.Get("state_key").Str != string(userID) || t.Get("sender").Str != string(userID):
+		return nil, errors.New("the template is for another user")
+	case t.Get("room_id").Str != string(roomID):
+		return nil, errors.New("the template is for another room")
+	case t.Get("content.membership").Str != membership:
+		return nil, fmt.Errorf("the template's membership is not %s", membership)
+	}
+	sk := string(userID)
+	proto := &events.ProtoEvent{
+		Type: "m.room.member", StateKey: &sk, Sender: userID, RoomID: roomID,
+		Content: []byte(t.Get("content").Raw), Depth: t.Get("depth").Int(),
+	}
+	refs := map[id.EventID][32]byte{}
+	readRefs := func(field string) ([]id.EventID, error) {
+		var out []id.EventID
+		for _, x := range t.Get(field).Array() {
+			if !v.IsOriginBasedEventIDs() {
+				if x.Type != gjson.String {
+					return nil, fmt.Errorf("%s holds a non-string", field)
+				}
+				out = append(out, id.EventID(x.Str))
+				continue
+			}
+			// Room v1/v2: [event ID, {"sha256": reference hash}].
+			pair := x.Array()
+			if len(pair) != 2 || pair[0].Type != gjson.String {
+				return nil, fmt.Errorf("%s holds a malformed reference", field)
+			}
+			h, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(pair[1].Get("sha256").Str, "="))
+			if err != nil || len(h) != 32 {
+				return nil, fmt.Errorf("%s holds a malformed reference hash", field)
+			}
+			eid := id.EventID(pair[0].Str)
+			refs[eid] = [32]byte(h)
+			out = append(out, eid)
+		}
+		return out, nil
+	}
+	var err error
+	if proto.PrevEvents, err = readRefs("prev_events"); err != nil {
+		return nil, err
+	}
+	if proto.AuthEvents, err = readRefs("auth_events"); err != nil {
+		return nil, err
+	}
+	if len(proto.PrevEvents) == 0 {
+		return nil, errors.New("the template has no prev_events")
+	}
+	if v.IsOriginBasedEventIDs() {
+		proto.ReferenceHashes = refs
+	}
+	return proto, nil
+}
+
+// withProfile adds the user's displayname and avatar_url to member content.
+func (a *API) withProfile(ctx context.Context, userID id.UserID, content []byte) []byte {
+	prof, err := a.opts.Profiles.LocalProfile(ctx, userID)
+	if err != nil {
+		return content
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(content, &m) != nil || m == nil {
+		return content
+	}
+	for _, k := range []string{"displayname", "avatar_url"} {
+		if v, ok := prof[k]; ok {
+			if _, set := m[k]; !set {
+				m[k] = v
+			}
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return content
+	}
+	return b
+}
+
+// remoteError turns a failed federation request into an error for the caller,
+// keeping the remote Matrix error (code and message) when there is one.
+func remoteError(what string, err error) error {
+	if code := remoteErrcode(err); code != "" {
+		status := httpStatus(err)
+		if status < 400 || status >= 500 {
+			status = 502
+		}
+		return &httputil.Error{Status: status, ErrCode: code, Message: fmt.Sprintf("%s: %v", what, err)}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// RejectRemoteInvite rejects an invite of userID (a local user) to a room this
+// server is not in (Server-Server API, "Leaving Rooms (Rejecting Invites)"):
+// make_leave and send_leave through the inviting server, or the given servers.
+// The stored invite is forgotten once the leave is accepted.
+func (a *API) RejectRemoteInvite(ctx context.Context, roomID id.RoomID, userID id.UserID, via []string) error {
+	if userID.Homeserver() != a.serverName {
+		return fmt.Errorf("rejecting an invite to %s: %s is not a local user", roomID, userID)
+	}
+	invites, err := a.PendingInvites(ctx, userID)
+	if err != nil {
+		return err
+	}
+	var inviteIDs []id.EventID
+	var servers []string
+	for _, inv := range invites {
+		if inv.RoomID == roomID {
+			inviteIDs = append(inviteIDs, inv.EventID)
+			servers = append(servers, inv.Sender.Homeserver())
+		}
+	}
+	servers = append(servers, via...)
+	var errs []error
+	for _, server := range servers {
+		if server == a.serverName || server == "" {
+			continue
+		}
+		if err := a.leaveVia(ctx, server, roomID, userID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, eid := range inviteIDs {
+			if err := a.ForgetInvite(ctx, eid); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(errs) == 0 {
+		return ErrNoServers
+	}
+	return errors.Join(errs...)
+}
+
+// leaveVia runs make_leave/send_leave with one server.
+func (a *API) leaveVia(ctx context.Context, server string, roomID id.RoomID, userID id.UserID) error {
+	ml, err := a.client.MakeLeave(ctx, &federation.ReqMakeLeave{RoomID: roomID, UserID: userID, Via: server})
+	if err != nil {
+		return remoteError("make_leave", err)
+	}
+	if ml == nil {
+		return errors.New("make_leave: empty answer")
+	}
+	version := ml.RoomVersion
+	if version == "" {
+		version = "1"
+	}
+	v, ok := roomversion.Lookup(version)
+	if !ok {
+		return fmt.Errorf("make_leave: unsupported room version %q", version)
+	}
+	proto, err := templateProto(v, ml.Event, roomID, userID, "leave")
+	if err != nil {
+		return fmt.Errorf("make_leave: %w", err)
+	}
+	ev, err := events.Build(v.ID, *proto, a.serverName, id.KeyID(a.key.ID), a.key.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("building the leave event: %w", err)
+	}
+	if err := a.client.SendLeave(ctx, &federation.ReqSendLeave{RoomID: roomID, EventID: ev.ID(), Event: ev.JSON(), Via: server}); err != nil {
+		return remoteError("send_leave", err)
+	}
+	return nil
+}

@@ -1,0 +1,260 @@
+package federationapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+
+	"hearth/httputil"
+	"hearth/roomserver"
+	"hearth/roomserver/events"
+)
+
+// Transaction limits (Server-Server API, "Transactions").
+const (
+	maxTxnPDUs = 50
+	maxTxnEDUs = 100
+	// txnTimeout bounds the processing of one received transaction, including
+	// fetching missing events; it goes on if the sender hangs up.
+	txnTimeout = 2 * time.Minute
+	// txnMemory is how long received transaction IDs are remembered.
+	txnMemory = 24 * time.Hour
+)
+
+// PUT /_matrix/federation/v1/send/{txnId}
+func (a *API) putSend(w http.ResponseWriter, r *http.Request, origin string) error {
+	txnID := mux.Vars(r)["txnId"]
+	var body struct {
+		Origin string            `json:"origin"`
+		PDUs   []json.RawMessage `json:"pdus"`
+		EDUs   []json.RawMessage `json:"edus"`
+	}
+	if err := httputil.DecodeJSON(r, &body); err != nil {
+		return err
+	}
+	if body.Origin != "" && body.Origin != origin {
+		return httputil.InvalidParam("Transaction origin %q is not the authenticated origin", body.Origin)
+	}
+	if len(body.PDUs) > maxTxnPDUs || len(body.EDUs) > maxTxnEDUs {
+		return httputil.BadJSON("A transaction holds at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
+	}
+	// One transaction per origin at a time: a retry of a slow transaction waits
+	// for it and is then answered from the record.
+	unlock := a.originLocks.lock(origin)
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), txnTimeout)
+	defer cancel()
+	if resp, ok, err := a.store.txnResponse(ctx, origin, txnID); err != nil {
+		return err
+	} else if ok {
+		httputil.WriteJSONBytes(w, http.StatusOK, resp)
+		return nil
+	}
+	results := a.processPDUs(ctx, origin, body.PDUs)
+	a.processEDUs(ctx, origin, body.EDUs)
+	pdus := make(map[string]any, len(results))
+	for eid, err := range results {
+		if err != nil {
+			pdus[string(eid)] = map[string]string{"error": err.Error()}
+		} else {
+			pdus[string(eid)] = struct{}{}
+		}
+	}
+	resp, err := json.Marshal(map[string]any{"pdus": pdus})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if err := a.store.saveTxn(ctx, origin, txnID, resp, now.UnixMilli(), now.Add(-txnMemory).UnixMilli()); err != nil {
+		slog.Warn("recording received transaction", "origin", origin, "txn_id", txnID, "err", err)
+	}
+	httputil.WriteJSONBytes(w, http.StatusOK, resp)
+	return nil
+}
+
+// processPDUs runs the checks on received PDUs and inputs them, room by room in
+// depth order, returning the result of each PDU whose event ID is known.
+func (a *API) processPDUs(ctx context.Context, origin string, raws []json.RawMessage) map[id.EventID]error {
+	results := make(map[id.EventID]error, len(raws))
+	byRoom := map[id.RoomID][]json.RawMessage{}
+	var rooms []id.RoomID
+	for _, raw := range raws {
+		roomID := id.RoomID(gjson.GetBytes(raw, "room_id").Str)
+		if roomID == "" {
+			continue // no room: the event cannot even be identified
+		}
+		if _, ok := byRoom[roomID]; !ok {
+			rooms = append(rooms, roomID)
+		}
+		byRoom[roomID] = append(byRoom[roomID], raw)
+	}
+	for _, roomID := range rooms {
+		v, err := a.rs.RoomVersion(ctx, roomID)
+		if err != nil {
+			// Without the room's version the event ID of a room v3+ event cannot be
+			// computed; room v1/v2 events carry theirs.
+			for _, raw := range byRoom[roomID] {
+				if eid := gjson.GetBytes(raw, "event_id").Str; eid != "" {
+					results[id.EventID(eid)] = errRoomUnknown
+				}
+			}
+			if !errors.Is(err, roomserver.ErrRoomNotFound) {
+				slog.Warn("looking up room of received PDUs", "room_id", roomID, "err", err)
+			}
+			continue
+		}
+		// Server ACLs apply per PDU (Server-Server API, "Server Access Control
+		// Lists (ACLs)").
+		if ok, err := a.aclAllows(ctx, roomID, origin); err != nil || !ok {
+			if err == nil {
+				err = fmt.Errorf("server %s is denied by the room's server ACL", origin)
+			}
+			for _, raw := range byRoom[roomID] {
+				if e, perr := events.Parse(v.ID, raw); perr == nil {
+					results[e.ID()] = err
+				}
+			}
+			continue
+		}
+		verified := a.verifyPDUs(ctx, v.ID, byRoom[roomID])
+		var evs []*events.Event
+		for _, vp := range verified {
+			if vp.err != nil {
+				if eid := gjson.GetBytes(vp.raw, "event_id").Str; eid != "" {
+					results[id.EventID(eid)] = vp.err
+				} else if e, perr := events.Parse(v.ID, vp.raw); perr == nil {
+					results[e.ID()] = vp.err
+				}
+				slog.Info("dropped received PDU", "origin", origin, "room_id", roomID, "err", vp.err)
+				continue
+			}
+			evs = append(evs, vp.ev)
+		}
+		sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
+		for _, ev := range evs {
+			results[ev.ID()] = a.handlePDU(ctx, origin, ev, true)
+		}
+	}
+	return results
+}
+
+// handlePDU inputs a verified PDU (steps 4–6 are the room engine's), fetching
+// what it needs from origin first: its auth chain, missing prev events through
+// get_missing_events (when allowed), and failing that the state before the gap.
+// Rejection is reported as an error; soft failure is not.
+func (a *API) handlePDU(ctx context.Context, origin string, ev *events.Event, getMissing bool) (err error) {
+	// A panic while processing one PDU must not fail the whole transaction, which
+	// the sender would then retry forever.
+	defer func() {
+		if p := recover(); p != nil {
+			slog.Error("panic processing PDU", "event_id", ev.ID(), "panic", fmt.Sprint(p))
+			err = fmt.Errorf("internal error processing %s", ev.ID())
+		}
+	}()
+	res, err := a.rs.InputRemoteEvent(ctx, ev)
+	var missing *roomserver.MissingEventsError
+	var triedAuth, triedGME, triedState bool
+	for errors.As(err, &missing) {
+		switch {
+		case len(missing.AuthEvents) > 0 && !triedAuth:
+			triedAuth = true
+			if ferr := a.fetchAuthChain(ctx, origin, ev); ferr != nil {
+				return fmt.Errorf("fetching auth events: %w", ferr)
+			}
+			res, err = a.rs.InputRemoteEvent(ctx, ev)
+		case len(missing.PrevEvents) > 0 && getMissing && !triedGME:
+			triedGME = true
+			if ferr := a.fetchMissingPrevs(ctx, origin, ev); ferr != nil {
+				slog.Info("get_missing_events failed", "origin", origin, "event_id", ev.ID(), "err", ferr)
+			}
+			res, err = a.rs.InputRemoteEvent(ctx, ev)
+		case len(missing.PrevEvents) > 0 && !triedState:
+			triedState = true
+			res, err = a.inputAcrossGap(ctx, origin, ev, missing.PrevEvents)
+		default:
+			return fmt.Errorf("cannot get the events %s needs: %w", ev.ID(), err)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if res.Rejected != nil {
+		return fmt.Errorf("rejected: %w", res.Rejected)
+	}
+	return nil
+}
+
+// processEDUs hands EDUs to the registered handlers; unknown types are ignored.
+func (a *API) processEDUs(ctx context.Context, origin string, raws []json.RawMessage) {
+	for _, raw := range raws {
+		var edu struct {
+			Type    string          `json:"edu_type"`
+			Content json.RawMessage `json:"content"`
+		}
+		if err := json.Unmarshal(raw, &edu); err != nil || edu.Type == "" {
+			continue
+		}
+		handlers := a.eduHandlers(edu.Type)
+		if len(handlers) == 0 {
+			continue
+		}
+		content, ok := a.aclFilterEDU(ctx, origin, edu.Type, edu.Content)
+		if !ok {
+			continue
+		}
+		edu.Content = content
+		for _, h := range handlers {
+			if err := safeHandleEDU(ctx, h, origin, edu.Type, edu.Content); err != nil {
+				slog.Info("EDU handler failed", "origin", origin, "edu_type", edu.Type, "err", err)
+			}
+		}
+	}
+}
+
+func safeHandleEDU(ctx context.Context, h EDUHandler, origin, eduType string, content json.RawMessage) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return h.HandleEDU(ctx, origin, eduType, content)
+}
+
+// aclFilterEDU applies room server ACLs to the room-scoped EDUs: a typing
+// notification for a room that denies origin is dropped, and receipts are kept
+// only for rooms that allow it. ok is false when nothing is left.
+func (a *API) aclFilterEDU(ctx context.Context, origin, eduType string, content json.RawMessage) (json.RawMessage, bool) {
+	allowed := func(roomID string) bool {
+		ok, err := a.aclAllows(ctx, id.RoomID(roomID), origin)
+		return err == nil && ok
+	}
+	switch eduType {
+	case "m.typing":
+		return content, allowed(gjson.GetBytes(content, "room_id").Str)
+	case "m.receipt":
+		var byRoom map[string]json.RawMessage
+		if json.Unmarshal(content, &byRoom) != nil {
+			return nil, false
+		}
+		for roomID := range byRoom {
+			if !allowed(roomID) {
+				delete(byRoom, roomID)
+			}
+		}
+		if len(byRoom) == 0 {
+			return nil, false
+		}
+		b, err := json.Marshal(byRoom)
+		return b, err == nil
+	}
+	return content, true
+}
