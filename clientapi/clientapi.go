@@ -60,6 +60,9 @@ type Options struct {
 	RemoteJoiner  RemoteJoiner
 	RemoteInviter RemoteInviter
 	RemoteAliases RemoteAliasResolver
+	// Backfiller fetches history from other servers when /messages pages back
+	// past the oldest event this server has (nil without federation).
+	Backfiller Backfiller
 	// Sync is the /sync machinery (NewSyncer); /sync, typing, receipts,
 	// read markers, presence and the user directory are served only with it.
 	Sync *Syncer

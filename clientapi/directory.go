@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -76,6 +77,23 @@ func (a *API) aliasRoom(ctx context.Context, alias id.RoomAlias) (id.RoomID, err
 		return "", nil
 	}
 	return id.RoomID(rid), err
+}
+
+// ErrAliasNotFound is LocalAliasRoom's answer for an alias this server does not
+// hold.
+var ErrAliasNotFound = errors.New("room alias not found")
+
+// LocalAliasRoom returns the room a local alias points to, or ErrAliasNotFound.
+// The federation API answers GET /query/directory with it.
+func (a *API) LocalAliasRoom(ctx context.Context, alias id.RoomAlias) (id.RoomID, error) {
+	rid, err := a.aliasRoom(ctx, alias)
+	if err != nil {
+		return "", fmt.Errorf("resolving alias %s: %w", alias, err)
+	}
+	if rid == "" {
+		return "", ErrAliasNotFound
+	}
+	return rid, nil
 }
 
 // resolveLocalAlias returns a local alias's room or 404.
@@ -485,18 +503,51 @@ const maxPublicRoomsLimit = 500
 // publicRooms lists the directory: the published rooms, the most joined first,
 // filtered, in pages whose since tokens are offsets ("o<n>").
 func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, server string, req *publicRoomsRequest) error {
-	ctx := r.Context()
 	if server != "" && server != a.cfg.ServerName {
 		return errFederationUnavailable("Listing another server's room directory")
 	}
+	resp, err := a.publicRoomsPage(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	httputil.RespondJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// PublicRooms answers a request body of POST /publicRooms with the response
+// body: a page of this server's directory. The federation API serves other
+// servers' directory requests (Server-Server API, "Public Room Directory") with it.
+func (a *API) PublicRooms(ctx context.Context, request []byte) ([]byte, error) {
+	var req publicRoomsRequest
+	if len(request) > 0 {
+		if err := json.Unmarshal(request, &req); err != nil {
+			return nil, httputil.BadJSON("Bad /publicRooms request: %v", err)
+		}
+	}
+	if req.Limit != nil && *req.Limit < 0 {
+		return nil, httputil.BadJSON("limit must not be negative")
+	}
+	resp, err := a.publicRoomsPage(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(resp)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the room directory: %w", err)
+	}
+	return b, nil
+}
+
+// publicRoomsPage computes one page of the directory for req.
+func (a *API) publicRoomsPage(ctx context.Context, req *publicRoomsRequest) (map[string]any, error) {
 	if req.ThirdPartyInstanceID != "" {
-		return httputil.InvalidParam("Unknown third-party network")
+		return nil, httputil.InvalidParam("Unknown third-party network")
 	}
 	offset := 0
 	if req.Since != "" {
 		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "o"))
 		if err != nil || n < 0 || !strings.HasPrefix(req.Since, "o") {
-			return httputil.InvalidParam("Unknown pagination token")
+			return nil, httputil.InvalidParam("Unknown pagination token")
 		}
 		offset = n
 	}
@@ -506,7 +557,7 @@ func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, server string,
 	}
 	rooms, err := a.publishedRooms(ctx)
 	if err != nil {
-		return internalErr(err)
+		return nil, internalErr(err)
 	}
 	if f := req.Filter; f != nil {
 		term := strings.ToLower(f.GenericSearchTerm)
@@ -535,8 +586,7 @@ func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, server string,
 	if offset > 0 {
 		resp["prev_batch"] = "o" + strconv.Itoa(max(0, offset-limit))
 	}
-	httputil.RespondJSON(w, http.StatusOK, resp)
-	return nil
+	return resp, nil
 }
 
 // publishedRooms describes every published room, sorted.

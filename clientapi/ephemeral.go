@@ -90,6 +90,9 @@ func (a *API) putTyping(w http.ResponseWriter, r *http.Request, d *Device) error
 		return err
 	}
 	s.typing.Set(id.RoomID(roomID), d.UserID, *req.Typing, timeout)
+	if fn := s.hooks().Typing; fn != nil {
+		fn(r.Context(), id.RoomID(roomID), d.UserID, *req.Typing)
+	}
 	httputil.RespondJSON(w, http.StatusOK, struct{}{})
 	return nil
 }
@@ -203,6 +206,9 @@ func (s *Syncer) sendReceipt(ctx context.Context, userID id.UserID, roomID id.Ro
 	} else {
 		s.wakeRoom(roomID)
 		s.notifier.Wake(userID)
+		if fn := s.hooks().Receipt; fn != nil {
+			fn(ctx, roomID, userID, eventID, thread, rec.ts)
+		}
 	}
 	return nil
 }

@@ -119,11 +119,11 @@ func (a *API) parseGap(ctx context.Context, roomID id.RoomID, tok string) (pos r
 	case tok == "":
 		return pos, false, nil
 	case tok[0] == 't':
-		t, err := syncstream.ParseTopoToken(tok)
+		p, err := parseTopoGap(tok)
 		if err != nil {
 			return pos, false, httputil.InvalidParam("Unknown pagination token")
 		}
-		return roomserver.TopoPos{Depth: t.Depth, Stream: t.Stream}, true, nil
+		return p, true, nil
 	case tok[0] == 's':
 		t, err := syncstream.ParseToken(tok)
 		if err != nil {
@@ -142,6 +142,27 @@ func (a *API) parseGap(ctx context.Context, roomID id.RoomID, tok string) (pos r
 		return roomserver.TopoPos{Depth: e.Depth(), Stream: e.StreamPos + 1}, true, nil
 	}
 	return pos, false, httputil.InvalidParam("Unknown pagination token")
+}
+
+// parseTopoGap parses a topological token, whose stream part is negative
+// ("t12_-40") at backfilled history (see roomserver.InputBackfilledEvents).
+func parseTopoGap(tok string) (roomserver.TopoPos, error) {
+	depth, stream, ok := strings.Cut(tok, "_")
+	neg := ok && strings.HasPrefix(stream, "-")
+	if neg {
+		tok = depth + "_" + stream[1:]
+	}
+	t, err := syncstream.ParseTopoToken(tok)
+	if err != nil {
+		return roomserver.TopoPos{}, err
+	}
+	if neg {
+		if t.Stream == 0 {
+			return roomserver.TopoPos{}, syncstream.ErrBadToken
+		}
+		t.Stream = -t.Stream
+	}
+	return roomserver.TopoPos{Depth: t.Depth, Stream: t.Stream}, nil
 }
 
 // eventPos is an event's place in topological order.
@@ -619,6 +640,30 @@ func matchTypeGlob(pattern, s string) bool {
 	return strings.HasSuffix(s, last)
 }
 
+// Backfiller fetches a room's older history from other servers (Server-Server
+// API, "Backfilling and retrieving missing events"). It is implemented by
+// federation.
+type Backfiller interface {
+	// BackfillRoom stores up to limit older events of roomID and returns how
+	// many joined the timeline (0 when it already reaches the create event).
+	BackfillRoom(ctx context.Context, roomID id.RoomID, limit int) (int, error)
+}
+
+// backfillBatch is the least history asked of another server at a time.
+const backfillBatch = 50
+
+// backfill asks other servers for history older than the room's oldest event
+// here, reporting whether any arrived. Failures are logged: the client still gets
+// what this server has.
+func (a *API) backfill(ctx context.Context, roomID id.RoomID, limit int) bool {
+	if a.opts.Backfiller == nil {
+		return false
+	}
+	n, err := a.opts.Backfiller.BackfillRoom(ctx, roomID, max(limit, backfillBatch))
+	logIfErr(ctx, "backfilling "+string(roomID), err)
+	return n > 0
+}
+
 // maxPaginationScan bounds how many events one /messages request looks at while
 // filtering; the client continues from the returned end token.
 const maxPaginationScan = 2000
@@ -651,6 +696,7 @@ func (a *API) paginate(ctx context.Context, d *Device, roomID id.RoomID, gap roo
 	if f != nil {
 		batch = min(max(limit*4, 50), 500)
 	}
+	backfilled := false
 	for scanned := 0; len(out) < limit && scanned < maxPaginationScan; {
 		evs, pos, err := rs.Messages(ctx, roomID, from, dir, batch)
 		if err != nil {
@@ -658,11 +704,12 @@ func (a *API) paginate(ctx context.Context, d *Device, roomID id.RoomID, gap roo
 		}
 		scanned += len(evs)
 		exhausted := len(evs) < batch
+		stopped := false
 		if stopGiven {
 			for i, e := range evs {
 				p := eventPos(e)
 				if (dir == roomserver.Backward && topoBefore(p, stop)) || (dir == roomserver.Forward && !topoBefore(p, stop)) {
-					evs, exhausted = evs[:i], true
+					evs, exhausted, stopped = evs[:i], true, true
 					break
 				}
 			}
@@ -695,6 +742,14 @@ func (a *API) paginate(ctx context.Context, d *Device, roomID id.RoomID, gap roo
 			}
 		}
 		if exhausted && taken == len(evs) {
+			// The start of what this server has: older history may be on
+			// other servers (once per request).
+			atCreate := len(evs) > 0 && evs[len(evs)-1].Type() == "m.room.create"
+			if dir == roomserver.Backward && !stopped && !atCreate && !backfilled && a.backfill(ctx, roomID, limit-len(out)) {
+				backfilled = true
+				from = pos
+				continue
+			}
 			return out, next, false, nil
 		}
 		if taken < len(evs) {

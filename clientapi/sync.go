@@ -47,10 +47,11 @@ type Syncer struct {
 	lazy      *lazyMembers
 	devices   atomic.Pointer[deviceStreamsBox]
 
-	remoteInvites atomic.Pointer[remoteInvitesBox]
-	invitePos     atomic.Int64
-	inviteMu      sync.Mutex
-	inviteVers    map[id.UserID]int64
+	remoteInvites  atomic.Pointer[remoteInvitesBox]
+	ephemeralHooks atomic.Pointer[EphemeralHooks]
+	invitePos      atomic.Int64
+	inviteMu       sync.Mutex
+	inviteVers     map[id.UserID]int64
 
 	// gapMu serialises the resolution of gaps in the event stream.
 	gapMu sync.Mutex

@@ -92,6 +92,11 @@ type API struct {
 
 	dir atomic.Pointer[DirectoryProvider]
 
+	// keys is the E2EE module, set by EnableE2EE; ephemeral the /sync
+	// ephemeral streams, set by EnableEphemeral.
+	keys      E2EEKeys
+	ephemeral EphemeralSink
+
 	// originLocks serialises /send transactions per origin.
 	originLocks keyedMutex
 	acls        aclCache

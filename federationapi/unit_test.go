@@ -429,3 +429,21 @@ func TestSortByAuth(t *testing.T) {
 }
 
 func strPtr(s string) *string { return &s }
+
+func TestEmptyObjectSignedWithoutContent(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	msg, err := signedRequestJSON("POST", "/_matrix/federation/v1/user/keys/query", "b.test", "a.test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := ed25519.Sign(priv, msg)
+	for body, want := range map[string]bool{`{}`: true, ` { } `: true, `{"device_keys":{}}`: false, ``: false, `[]`: false} {
+		if got := emptyObjectSignedWithoutContent(pub, sig, "POST", "/_matrix/federation/v1/user/keys/query", "b.test", "a.test", []byte(body)); got != want {
+			t.Errorf("body %q: accepted = %v, want %v", body, got, want)
+		}
+	}
+	// The signature must still cover the URI.
+	if emptyObjectSignedWithoutContent(pub, sig, "POST", "/_matrix/federation/v1/user/keys/claim", "b.test", "a.test", []byte(`{}`)) {
+		t.Error("signature over another URI accepted")
+	}
+}

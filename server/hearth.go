@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,6 +76,10 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		remoteJoiner  clientapi.RemoteJoiner
 		remoteInviter clientapi.RemoteInviter
 		remoteAliases clientapi.RemoteAliasResolver
+		backfiller    clientapi.Backfiller
+		// End-to-end encryption across servers.
+		remoteKeys     clientapi.RemoteKeys
+		remoteToDevice clientapi.RemoteToDevice
 	)
 	if cfg.Federation.Enabled {
 		profiles := federationProfiles{accounts.NewStore(db, cfg.ServerName)}
@@ -84,6 +89,10 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		}
 		h.Federation.Register(h.HTTP.Routers)
 		remoteJoiner, remoteInviter, remoteAliases = h.Federation, h.Federation, h.Federation
+		backfiller = h.Federation
+		// Key queries, claims, to-device messages and device lists across servers.
+		h.Federation.EnableE2EE(h.HTTP.Routers, h.Keys)
+		remoteKeys, remoteToDevice = h.Federation, h.Federation
 	}
 	if cfg.Listen.Federation != "" {
 		if h.HTTP.FederationTLS, err = federationapi.ListenerTLSConfig(cfg); err != nil {
@@ -100,16 +109,26 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		// Invites from other servers to rooms this server is not in.
 		h.Sync.SetRemoteInvites(federationInvites{h.Federation})
 		h.Federation.OnInvite(func(inv federationapi.Invite) { h.Sync.RemoteInvitesChanged(inv.Invitee) })
+		// Typing notifications and read receipts across servers.
+		h.Federation.EnableEphemeral(h.Sync)
+		h.Sync.SetEphemeralHooks(federationEphemeralHooks(h.Federation))
 	}
 	roomMembership := clientapi.NewRoomMembership(h.Roomserver)
 	if h.ClientAPI, err = clientapi.New(cfg, db, clientapi.Options{Keys: h.Keys, DeviceKeys: h.Keys,
 		Roomserver: h.Roomserver, Membership: roomMembership, Rooms: roomMembership,
 		RemoteJoiner: remoteJoiner, RemoteInviter: remoteInviter, RemoteAliases: remoteAliases,
+		Backfiller: backfiller,
+		RemoteKeys: remoteKeys, RemoteToDevice: remoteToDevice,
 		Sync: h.Sync}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("starting client API: %w", err)
 	}
 	h.ClientAPI.Register(h.HTTP.Routers)
+	if h.Federation != nil {
+		// Other servers resolve this server's aliases (GET /query/directory).
+		h.Federation.SetDirectory(federationDirectory{h.ClientAPI})
+		h.Federation.RegisterPublicRooms(h.HTTP.Routers, h.ClientAPI)
+	}
 
 	mediaAuth := func(r *http.Request) (mediaapi.Requester, error) {
 		d, err := h.ClientAPI.Authenticate(r)
@@ -171,6 +190,19 @@ func (p federationProfiles) LocalProfile(ctx context.Context, userID id.UserID) 
 	return prof.Object(), nil
 }
 
+// federationDirectory answers the federation API's alias queries from the
+// client API's alias table.
+type federationDirectory struct{ c *clientapi.API }
+
+// ResolveLocalAlias implements federationapi.DirectoryProvider.
+func (d federationDirectory) ResolveLocalAlias(ctx context.Context, alias id.RoomAlias) (id.RoomID, error) {
+	rid, err := d.c.LocalAliasRoom(ctx, alias)
+	if errors.Is(err, clientapi.ErrAliasNotFound) {
+		return "", federationapi.ErrNotFound
+	}
+	return rid, err
+}
+
 // federationInvites hands the federation API's pending invites to /sync.
 type federationInvites struct{ f *federationapi.API }
 
@@ -185,4 +217,21 @@ func (fi federationInvites) PendingInvites(ctx context.Context, userID id.UserID
 		out[i] = clientapi.RemoteInvite{RoomID: inv.RoomID, EventID: inv.EventID, Sender: inv.Sender, Event: inv.Event, InviteRoomState: inv.InviteRoomState}
 	}
 	return out, nil
+}
+
+// federationEphemeralHooks sends local users' typing and read receipts to the
+// other servers in the room.
+func federationEphemeralHooks(f *federationapi.API) clientapi.EphemeralHooks {
+	return clientapi.EphemeralHooks{
+		Typing: func(ctx context.Context, roomID id.RoomID, userID id.UserID, typing bool) {
+			if err := f.SendTyping(ctx, roomID, userID, typing); err != nil {
+				slog.WarnContext(ctx, "sending typing notification to other servers", "room_id", roomID, "err", err)
+			}
+		},
+		Receipt: func(ctx context.Context, roomID id.RoomID, userID id.UserID, eventID id.EventID, thread string, ts int64) {
+			if err := f.SendReceipt(ctx, roomID, userID, eventID, thread, ts); err != nil {
+				slog.WarnContext(ctx, "sending read receipt to other servers", "room_id", roomID, "err", err)
+			}
+		},
+	}
 }
