@@ -60,6 +60,11 @@ type Options struct {
 	RemoteJoiner  RemoteJoiner
 	RemoteInviter RemoteInviter
 	RemoteAliases RemoteAliasResolver
+	// RemoteHierarchy describes spaces on other servers for GET /hierarchy
+	// (nil without federation).
+	RemoteHierarchy RemoteHierarchy
+	// RemoteKnocker knocks on rooms of other servers (nil without federation).
+	RemoteKnocker RemoteKnocker
 	// Backfiller fetches history from other servers when /messages pages back
 	// past the oldest event this server has (nil without federation).
 	Backfiller Backfiller
@@ -137,6 +142,7 @@ func (a *API) Register(r httputil.Routers) {
 	a.registerPushRuleRoutes(r.Client)
 	a.registerE2EERoutes(r.Client)
 	a.registerRoomRoutes(r.Client)
+	a.registerHierarchyRoutes(r.Client)
 	a.registerSyncRoutes(r.Client)
 	a.registerAdminRoutes(r.SynapseAdmin)
 }

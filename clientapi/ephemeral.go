@@ -342,7 +342,9 @@ func (a *API) getPresence(w http.ResponseWriter, r *http.Request, d *Device) err
 	}
 	ctx := r.Context()
 	if server != s.serverName {
-		return httputil.NotFound("No presence known for %s", uid)
+		// A remote user's presence, as their server sent it in m.presence
+		// EDUs (ephemeral_presence_federation.go).
+		return s.getRemotePresence(ctx, w, d.UserID, uid)
 	}
 	if ok, err := a.accounts.Exists(ctx, lp); err != nil {
 		return internalErr(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -47,6 +48,9 @@ type presenceStore struct {
 	// above logFrom.
 	log     []presenceChange
 	logFrom int64
+	// localChanged, when set, is told about each visible change of a local
+	// user's presence (to send it to other servers).
+	localChanged atomic.Pointer[func(id.UserID)]
 }
 
 type presenceChange struct {
@@ -127,14 +131,26 @@ func (p *presenceStore) set(ctx context.Context, user id.UserID, state string, s
 		p.mu.Unlock()
 		return false, nil
 	}
+	if err := p.commit(ctx, user, next, wake); err != nil {
+		return false, err
+	}
+	if f := p.localChanged.Load(); f != nil {
+		(*f)(user)
+	}
+	return true, nil
+}
+
+// commit stores next as user's presence at a new stream position, logs the
+// change for incremental syncs and calls wake.
+func (p *presenceStore) commit(ctx context.Context, user id.UserID, next presenceState, wake func()) error {
 	next.pos = p.tracker.Allocate()
 	defer p.tracker.Finish(next.pos)
-	_, err = p.db.Exec(ctx, `INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
+	_, err := p.db.Exec(ctx, `INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
 			last_active_ts = excluded.last_active_ts, stream_pos = excluded.stream_pos`,
 		string(user), next.state, next.statusMsg, next.lastActive, next.pos)
 	if err != nil {
-		return false, fmt.Errorf("storing presence of %s: %w", user, err)
+		return fmt.Errorf("storing presence of %s: %w", user, err)
 	}
 	p.mu.Lock()
 	if st := p.users[user]; st == nil || st.pos < next.pos {
@@ -151,7 +167,7 @@ func (p *presenceStore) set(ctx context.Context, user id.UserID, state string, s
 	if wake != nil {
 		wake()
 	}
-	return true, nil
+	return nil
 }
 
 func equalStrPtr(a, b *string) bool {
@@ -279,6 +295,9 @@ func (p *presenceStore) sweep(s *Syncer) {
 		var changes []change
 		p.mu.Lock()
 		for u, st := range p.users {
+			if !s.isLocal(u) {
+				continue // their server says when they go idle or offline
+			}
 			switch {
 			case !st.explicit && st.state != presenceOffline && now-max(st.lastSync, st.lastActive) > p.offline.Milliseconds() && !s.notifier.Waiting(u):
 				changes = append(changes, change{u, presenceOffline})

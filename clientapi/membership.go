@@ -32,6 +32,17 @@ type RemoteJoiner interface {
 	JoinRemoteRoom(ctx context.Context, roomIDOrAlias string, userID id.UserID, via []string) (id.RoomID, error)
 }
 
+// RemoteKnocker knocks a local user on a room through other servers
+// (Server-Server API, "Knocking upon a room"): make_knock/send_knock with the
+// given servers, keeping the knock for /sync. It is implemented by federation;
+// without it, knocks on rooms this server is not in fail.
+type RemoteKnocker interface {
+	KnockRemoteRoom(ctx context.Context, roomIDOrAlias string, userID id.UserID, via []string, reason *string) (id.RoomID, error)
+	// RetractRemoteKnock withdraws a pending knock made through
+	// KnockRemoteRoom (make_leave/send_leave); false when there is none.
+	RetractRemoteKnock(ctx context.Context, roomID id.RoomID, userID id.UserID) (bool, error)
+}
+
 // RemoteInviter has a remote user's server countersign an invite event built
 // here (Server-Server API, "Inviting to a room") and returns the event as signed
 // by both servers. It is implemented by federation.
@@ -151,7 +162,7 @@ func (a *API) join(ctx context.Context, d *Device, target string, via []string, 
 			return "", err
 		}
 		if aliasServer(alias) != a.cfg.ServerName {
-			return a.joinRemote(ctx, d, target, via, membership)
+			return a.joinRemote(ctx, d, target, via, reason, membership)
 		}
 		rid, err := a.resolveLocalAlias(ctx, alias)
 		if err != nil {
@@ -171,7 +182,7 @@ func (a *API) join(ctx context.Context, d *Device, target string, via []string, 
 		if _, err := rs.RoomVersion(ctx, roomID); errors.Is(err, roomserver.ErrRoomNotFound) && a.onlyLocalServers(roomID, via) {
 			return "", httputil.NotFound("Unknown room")
 		}
-		return a.joinRemote(ctx, d, string(roomID), via, membership)
+		return a.joinRemote(ctx, d, string(roomID), via, reason, membership)
 	}
 	cur, err := rs.CurrentStateEvents(ctx, roomID, []pdu.StateKey{memberKey(d.UserID), keyJoinRules})
 	if err != nil {
@@ -208,14 +219,14 @@ func (a *API) join(ctx context.Context, d *Device, target string, via []string, 
 	return roomID, nil
 }
 
-// joinRemote joins (only joins: remote knocks are not supported) through
+// joinRemote joins (or knocks on) a room this server is not in through
 // federation.
-func (a *API) joinRemote(ctx context.Context, d *Device, target string, via []string, membership string) (id.RoomID, error) {
+func (a *API) joinRemote(ctx context.Context, d *Device, target string, via []string, reason *string, membership string) (id.RoomID, error) {
+	if membership == "knock" {
+		return a.knockRemote(ctx, d, target, via, reason)
+	}
 	if a.opts.RemoteJoiner == nil {
 		return "", errFederationUnavailable("Joining a room this server is not in")
-	}
-	if membership != "join" {
-		return "", errFederationUnavailable("Knocking on a room this server is not in")
 	}
 	if d.IsGuest {
 		return "", httputil.GuestAccessForb("Guests cannot join rooms on other servers")
@@ -232,6 +243,54 @@ func (a *API) joinRemote(ctx context.Context, d *Device, target string, via []st
 	}
 	a.unforget(ctx, d.UserID, roomID)
 	return roomID, nil
+}
+
+// knockRemote knocks on a room this server is not in through federation; the
+// knock then shows in the user's /sync.
+func (a *API) knockRemote(ctx context.Context, d *Device, target string, via []string, reason *string) (id.RoomID, error) {
+	if a.opts.RemoteKnocker == nil {
+		return "", errFederationUnavailable("Knocking on a room this server is not in")
+	}
+	if d.IsGuest {
+		return "", httputil.GuestAccessForb("Guests cannot knock")
+	}
+	roomID, err := a.opts.RemoteKnocker.KnockRemoteRoom(ctx, target, d.UserID, via, reason)
+	if err != nil {
+		var me *httputil.Error
+		if errors.As(err, &me) {
+			return "", me
+		}
+		slog.InfoContext(ctx, "knocking on a remote room failed", "target", target, "user_id", d.UserID, "err", err)
+		return "", httputil.NotFound("Could not knock on %s: no server in the room could be reached", target)
+	}
+	if a.opts.Sync != nil {
+		a.opts.Sync.RemoteInvitesChanged(d.UserID) // shows the knock
+	}
+	return roomID, nil
+}
+
+// retractRemoteKnock withdraws the user's knock on a room of another server,
+// if they have one; done reports whether there was one.
+func (a *API) retractRemoteKnock(ctx context.Context, roomID id.RoomID, userID id.UserID) (done bool, err error) {
+	if a.opts.RemoteKnocker == nil {
+		return false, nil
+	}
+	found, err := a.opts.RemoteKnocker.RetractRemoteKnock(ctx, roomID, userID)
+	if !found {
+		return false, err
+	}
+	if err != nil {
+		var me *httputil.Error
+		if errors.As(err, &me) {
+			return true, me
+		}
+		slog.InfoContext(ctx, "retracting a remote knock failed", "room_id", roomID, "user_id", userID, "err", err)
+		return true, httputil.NotFound("Could not retract the knock on %s: no server in the room could be reached", roomID)
+	}
+	if a.opts.Sync != nil {
+		a.opts.Sync.RemoteInvitesChanged(userID)
+	}
+	return true, nil
 }
 
 // onlyLocalServers reports whether nothing points outside this server: the
@@ -504,6 +563,9 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, d *Device) error {
 // leaveRoom makes a user leave a room (or reject an invite, or retract a knock).
 // Leaving a room one is not in is a no-op.
 func (a *API) leaveRoom(ctx context.Context, roomID id.RoomID, userID id.UserID, reason *string) error {
+	if done, err := a.retractRemoteKnock(ctx, roomID, userID); done || err != nil {
+		return err
+	}
 	m, _, err := a.opts.Roomserver.Membership(ctx, roomID, userID)
 	if err != nil {
 		return roomErr(err)

@@ -230,6 +230,9 @@ func (b *syncBuilder) build() error {
 	if err := b.remoteInviteRooms(); err != nil {
 		return err
 	}
+	if err := b.remoteKnockRooms(); err != nil {
+		return err
+	}
 	if err := b.presence(); err != nil {
 		return err
 	}

@@ -186,6 +186,7 @@ func (a *API) Register(r httputil.Routers) {
 	f.HandleFunc("/v1/get_missing_events/{roomId}", a.authed(a.postGetMissingEvents)).Methods(http.MethodPost)
 	f.HandleFunc("/v1/query/profile", a.authed(a.getQueryProfile)).Methods(http.MethodGet)
 	f.HandleFunc("/v1/query/directory", a.authed(a.getQueryDirectory)).Methods(http.MethodGet)
+	f.HandleFunc("/v1/hierarchy/{roomId}", a.authed(a.getHierarchy)).Methods(http.MethodGet)
 }
 
 // GET /_matrix/federation/v1/version

@@ -33,62 +33,18 @@ func (a *API) JoinRemoteRoom(ctx context.Context, roomIDOrAlias string, userID i
 	if userID.Homeserver() != a.serverName {
 		return "", fmt.Errorf("joining %s: %s is not a local user", roomIDOrAlias, userID)
 	}
-	var roomID id.RoomID
-	var servers []string
-	switch {
-	case strings.HasPrefix(roomIDOrAlias, "#"):
-		alias := id.RoomAlias(roomIDOrAlias)
-		server := aliasServer(alias)
-		if server == "" {
-			return "", httputil.InvalidParam("Bad room alias %s", alias)
-		}
-		if server == a.serverName {
-			dir := a.directory()
-			if dir == nil {
-				return "", httputil.NotFound("Room alias %s not found", alias)
-			}
-			rid, err := dir.ResolveLocalAlias(ctx, alias)
-			if errors.Is(err, ErrNotFound) {
-				return "", httputil.NotFound("Room alias %s not found", alias)
-			}
-			if err != nil {
-				return "", err
-			}
-			roomID = rid
-		} else {
-			resp, err := a.client.QueryDirectory(ctx, server, alias)
-			if err != nil {
-				return "", remoteError(fmt.Sprintf("resolving %s", alias), err)
-			}
-			if resp == nil || resp.RoomID == "" {
-				return "", httputil.NotFound("Room alias %s not found", alias)
-			}
-			roomID = resp.RoomID
-			servers = append(servers, resp.Servers...)
-			servers = append(servers, server)
-		}
-	case strings.HasPrefix(roomIDOrAlias, "!"):
-		roomID = id.RoomID(roomIDOrAlias)
-	default:
-		return "", httputil.InvalidParam("%s is neither a room ID nor an alias", roomIDOrAlias)
-	}
-	servers = append(servers, via...)
-	if _, server, ok := strings.Cut(string(roomID), ":"); ok {
-		servers = append(servers, server) // room versions before 12 name a server
-	}
-	var candidates []string
-	for _, s := range servers {
-		if s != a.serverName && s != "" && !slices.Contains(candidates, s) {
-			candidates = append(candidates, s)
-		}
-	}
-	if len(candidates) == 0 {
-		return "", ErrNoServers
+	roomID, candidates, err := a.remoteTarget(ctx, roomIDOrAlias, via)
+	if err != nil {
+		return "", err
 	}
 	var errs []error
 	for _, server := range candidates {
 		err := a.joinVia(ctx, server, roomID, userID)
 		if err == nil {
+			// A knock the user made from here is answered by the join.
+			if err := a.ForgetKnocks(ctx, roomID, userID); err != nil {
+				slog.Warn("forgetting knocks after a join", "room_id", roomID, "user_id", userID, "err", err)
+			}
 			return roomID, nil
 		}
 		slog.Info("remote join failed", "room_id", roomID, "via", server, "err", err)
@@ -109,6 +65,65 @@ func (a *API) JoinRemoteRoom(ctx context.Context, roomIDOrAlias string, userID i
 		}
 	}
 	return "", errors.Join(errs...)
+}
+
+// remoteTarget resolves a room ID or alias to the room ID and the servers to
+// ask about it: the alias's answer and server, via, and the room ID's server
+// (room versions before 12 name one), without this server or duplicates.
+func (a *API) remoteTarget(ctx context.Context, roomIDOrAlias string, via []string) (id.RoomID, []string, error) {
+	var roomID id.RoomID
+	var servers []string
+	switch {
+	case strings.HasPrefix(roomIDOrAlias, "#"):
+		alias := id.RoomAlias(roomIDOrAlias)
+		server := aliasServer(alias)
+		if server == "" {
+			return "", nil, httputil.InvalidParam("Bad room alias %s", alias)
+		}
+		if server == a.serverName {
+			dir := a.directory()
+			if dir == nil {
+				return "", nil, httputil.NotFound("Room alias %s not found", alias)
+			}
+			rid, err := dir.ResolveLocalAlias(ctx, alias)
+			if errors.Is(err, ErrNotFound) {
+				return "", nil, httputil.NotFound("Room alias %s not found", alias)
+			}
+			if err != nil {
+				return "", nil, err
+			}
+			roomID = rid
+		} else {
+			resp, err := a.client.QueryDirectory(ctx, server, alias)
+			if err != nil {
+				return "", nil, remoteError(fmt.Sprintf("resolving %s", alias), err)
+			}
+			if resp == nil || resp.RoomID == "" {
+				return "", nil, httputil.NotFound("Room alias %s not found", alias)
+			}
+			roomID = resp.RoomID
+			servers = append(servers, resp.Servers...)
+			servers = append(servers, server)
+		}
+	case strings.HasPrefix(roomIDOrAlias, "!"):
+		roomID = id.RoomID(roomIDOrAlias)
+	default:
+		return "", nil, httputil.InvalidParam("%s is neither a room ID nor an alias", roomIDOrAlias)
+	}
+	servers = append(servers, via...)
+	if _, server, ok := strings.Cut(string(roomID), ":"); ok {
+		servers = append(servers, server) // room versions before 12 name a server
+	}
+	var candidates []string
+	for _, s := range servers {
+		if s != a.serverName && s != "" && !slices.Contains(candidates, s) {
+			candidates = append(candidates, s)
+		}
+	}
+	if len(candidates) == 0 {
+		return "", nil, ErrNoServers
+	}
+	return roomID, candidates, nil
 }
 
 // joinVia runs the join handshake with one resident server.

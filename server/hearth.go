@@ -80,6 +80,9 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		// End-to-end encryption across servers.
 		remoteKeys     clientapi.RemoteKeys
 		remoteToDevice clientapi.RemoteToDevice
+		// Spaces on other servers (GET /hierarchy).
+		remoteHierarchy clientapi.RemoteHierarchy
+		remoteKnocker   clientapi.RemoteKnocker
 	)
 	if cfg.Federation.Enabled {
 		profiles := federationProfiles{accounts.NewStore(db, cfg.ServerName)}
@@ -90,6 +93,7 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		h.Federation.Register(h.HTTP.Routers)
 		remoteJoiner, remoteInviter, remoteAliases = h.Federation, h.Federation, h.Federation
 		backfiller = h.Federation
+		remoteHierarchy, remoteKnocker = h.Federation, h.Federation
 		// Key queries, claims, to-device messages and device lists across servers.
 		h.Federation.EnableE2EE(h.HTTP.Routers, h.Keys)
 		remoteKeys, remoteToDevice = h.Federation, h.Federation
@@ -112,12 +116,23 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		// Typing notifications and read receipts across servers.
 		h.Federation.EnableEphemeral(h.Sync)
 		h.Sync.SetEphemeralHooks(federationEphemeralHooks(h.Federation))
+		// Presence across servers (m.presence EDUs).
+		h.Federation.EnablePresence(federationPresence{h.Sync})
+		h.Sync.SetPresenceHook(func(ctx context.Context, updates []clientapi.PresenceUpdate) {
+			fu := make([]federationapi.PresenceUpdate, len(updates))
+			for i, u := range updates {
+				fu[i] = federationapi.PresenceUpdate(u)
+			}
+			if err := h.Federation.SendPresence(ctx, fu); err != nil {
+				slog.WarnContext(ctx, "sending presence to other servers", "err", err)
+			}
+		})
 	}
 	roomMembership := clientapi.NewRoomMembership(h.Roomserver)
 	if h.ClientAPI, err = clientapi.New(cfg, db, clientapi.Options{Keys: h.Keys, DeviceKeys: h.Keys,
 		Roomserver: h.Roomserver, Membership: roomMembership, Rooms: roomMembership,
 		RemoteJoiner: remoteJoiner, RemoteInviter: remoteInviter, RemoteAliases: remoteAliases,
-		Backfiller: backfiller,
+		Backfiller: backfiller, RemoteHierarchy: remoteHierarchy, RemoteKnocker: remoteKnocker,
 		RemoteKeys: remoteKeys, RemoteToDevice: remoteToDevice,
 		Sync: h.Sync}); err != nil {
 		db.Close()
@@ -219,6 +234,20 @@ func (fi federationInvites) PendingInvites(ctx context.Context, userID id.UserID
 	return out, nil
 }
 
+// PendingKnocks implements clientapi.RemoteKnocks: local users' knocks on rooms
+// of other servers, for /sync.
+func (fi federationInvites) PendingKnocks(ctx context.Context, userID id.UserID) ([]clientapi.RemoteKnock, error) {
+	ks, err := fi.f.PendingKnocks(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]clientapi.RemoteKnock, len(ks))
+	for i, k := range ks {
+		out[i] = clientapi.RemoteKnock{RoomID: k.RoomID, EventID: k.EventID, Event: k.Event, KnockRoomState: k.KnockRoomState}
+	}
+	return out, nil
+}
+
 // federationEphemeralHooks sends local users' typing and read receipts to the
 // other servers in the room.
 func federationEphemeralHooks(f *federationapi.API) clientapi.EphemeralHooks {
@@ -234,4 +263,12 @@ func federationEphemeralHooks(f *federationapi.API) clientapi.EphemeralHooks {
 			}
 		},
 	}
+}
+
+// federationPresence hands remote users' presence from m.presence EDUs to /sync.
+type federationPresence struct{ s *clientapi.Syncer }
+
+// PutRemotePresence implements federationapi.PresenceSink.
+func (p federationPresence) PutRemotePresence(ctx context.Context, u federationapi.PresenceUpdate) error {
+	return p.s.PutRemotePresence(ctx, clientapi.PresenceUpdate(u))
 }
