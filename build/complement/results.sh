@@ -18,8 +18,11 @@ log=$2
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # The version hearth was built from is a label of the image under test.
 image=${COMPLEMENT_BASE_IMAGE:-hearth:latest}
-hearth_rev=$(docker image inspect -f '{{index .Config.Labels "org.opencontainers.image.version"}}' "$image" 2>/dev/null) ||
+if rev=$(docker image inspect -f '{{index .Config.Labels "org.opencontainers.image.version"}}' "$image" 2>/dev/null); then
+	hearth_rev="$rev (image $image)"
+else
 	hearth_rev="$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown) (working tree; image $image not found)"
+fi
 complement_rev=$(git -C "$complement" rev-parse HEAD 2>/dev/null || echo unknown)
 
 # "--- PASS: TestX/sub (1.2s)" at any indentation; the package of a test is the
@@ -54,7 +57,7 @@ count() { # count STATUS top|sub
 cat <<HDR
 # Complement results for Hearth (see docs/complement.md)
 # date:       $(date -u +%Y-%m-%d)
-# hearth:     $hearth_rev (image $image)
+# hearth:     $hearth_rev
 # complement: $complement_rev
 # top-level tests: $(count PASS top) pass, $(count FAIL top) fail, $(count SKIP top) skip
 # subtests:        $(count PASS sub) pass, $(count FAIL sub) fail, $(count SKIP sub) skip
