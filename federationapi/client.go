@@ -85,6 +85,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	out.URL.Scheme = "https"
 	out.URL.Host = res.hostHeader
 	out.Host = res.hostHeader
+	// mautrix's federation client sends JSON bodies without a Content-Type;
+	// Synapse-style servers (and Complement's) refuse those with 400.
+	if out.Body != nil && out.Body != http.NoBody && out.Header.Get("Content-Type") == "" {
+		out.Header.Set("Content-Type", "application/json")
+	}
 	return t.inner.RoundTrip(out)
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -445,5 +446,39 @@ func TestEmptyObjectSignedWithoutContent(t *testing.T) {
 	// The signature must still cover the URI.
 	if emptyObjectSignedWithoutContent(pub, sig, "POST", "/_matrix/federation/v1/user/keys/claim", "b.test", "a.test", []byte(`{}`)) {
 		t.Error("signature over another URI accepted")
+	}
+}
+
+// TestTransportSetsContentType checks that outbound requests with a JSON body say
+// so: Synapse and Complement answer 400 M_NOT_JSON without the header.
+func TestTransportSetsContentType(t *testing.T) {
+	got := make(chan string, 4)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Method + " " + r.Header.Get("Content-Type")
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	_, hc, err := newTransport(&config.Federation{SkipVerify: true, AllowedCIDRs: []string{"127.0.0.0/8"}}, func(s string) string { return s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := strings.TrimPrefix(srv.URL, "https://")
+	for _, tc := range []struct {
+		method string
+		body   io.Reader
+		want   string
+	}{
+		{http.MethodPut, strings.NewReader(`{"pdus":[]}`), "PUT application/json"},
+		{http.MethodGet, nil, "GET "},
+	} {
+		req, _ := http.NewRequest(tc.method, "matrix-federation://"+host+"/_matrix/federation/v1/x", tc.body)
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if g := <-got; g != tc.want {
+			t.Errorf("server saw %q, want %q", g, tc.want)
+		}
 	}
 }
