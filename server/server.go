@@ -57,12 +57,13 @@ func NewHTTP(cfg *config.Config, reg *prometheus.Registry) *HTTP {
 		Federation:   subrouter(h.fedRoot, "/_matrix/federation"),
 		Key:          subrouter(h.fedRoot, "/_matrix/key"),
 	}
-	if cfg.Listen.Federation == "" {
-		// Federation shares the client listener: hand its prefixes to the federation
-		// router, which matches the full path again.
-		h.clientRoot.PathPrefix("/_matrix/federation/").Handler(h.fedRoot)
-		h.clientRoot.PathPrefix("/_matrix/key/").Handler(h.fedRoot)
-	} else {
+	// The client listener serves the federation prefixes too, as Synapse's and
+	// Dendrite's do: behind a reverse proxy terminating TLS, federation arrives there.
+	// Federation requests are authenticated by their X-Matrix signatures, not by
+	// the transport. The federation router matches the full path again.
+	h.clientRoot.PathPrefix("/_matrix/federation/").Handler(h.fedRoot)
+	h.clientRoot.PathPrefix("/_matrix/key/").Handler(h.fedRoot)
+	if cfg.Listen.Federation != "" {
 		// Remote servers fetch media over the federation port too.
 		h.fedRoot.PathPrefix("/_matrix/media/").Handler(h.clientRoot)
 	}

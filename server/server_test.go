@@ -176,3 +176,36 @@ func TestWellKnown(t *testing.T) {
 		t.Fatalf("server well-known: %d %v", status, body)
 	}
 }
+
+// TestFederationPathsOnClientListener checks that the client listener serves the
+// federation prefixes even when federation has its own listener (reverse proxies
+// send federation there; Complement checks 405s on it).
+func TestFederationPathsOnClientListener(t *testing.T) {
+	cfg := config.Default()
+	cfg.Listen.Client = "127.0.0.1:0"
+	cfg.Listen.Federation = "127.0.0.1:0"
+	h := NewHTTP(cfg, prometheus.NewRegistry())
+	h.Routers.Federation.HandleFunc("/v1/version", func(w http.ResponseWriter, r *http.Request) {
+		httputil.RespondJSON(w, 200, map[string]string{"ok": "yes"})
+	}).Methods(http.MethodGet)
+	ls, err := h.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Shutdown(context.Background()) })
+	for _, base := range []string{"http://" + ls.Client.String(), "http://" + ls.Federation.String()} {
+		for _, c := range []struct {
+			method, path string
+			status       int
+		}{
+			{"GET", "/_matrix/federation/v1/version", 200},
+			{"PUT", "/_matrix/federation/v1/version", 405},
+			{"GET", "/_matrix/federation/v1/unknown", 404},
+			{"GET", "/_matrix/key/v2/unknown", 404},
+		} {
+			if status, _, body := do(t, c.method, base+c.path, ""); status != c.status {
+				t.Errorf("%s %s%s = %d (%v), want %d", c.method, base, c.path, status, body, c.status)
+			}
+		}
+	}
+}
