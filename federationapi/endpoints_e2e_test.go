@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/url"
 	"slices"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"hearth/clientapi/accounts"
 	"hearth/roomserver"
+	"hearth/roomserver/events"
 )
 
 func TestJoinLeaveEndpoints(t *testing.T) {
@@ -118,14 +120,33 @@ func TestJoinLeaveEndpoints(t *testing.T) {
 			t.Fatalf("full send_join: omitted %v, %d members, auth chain %d", full.MembersOmitted, members, len(full.AuthChain))
 		}
 
+		// The deprecated v1 send_join answers [200, response], and refuses a
+		// non-join like v2 does.
+		var v1 []json.RawMessage
+		if _, _, err := asB.MakeFullRequest(ctx, federation.RequestParams{ServerName: aName, Method: http.MethodPut,
+			Path: federation.URLPath{"v1", "send_join", string(r.id), string(join.ID())}, Authenticate: true,
+			RequestJSON: json.RawMessage(join.JSON()), ResponseJSON: &v1}); err != nil {
+			t.Fatalf("v1 send_join: %v", err)
+		}
+		if len(v1) != 2 || string(v1[0]) != "200" || len(gjson.GetBytes(v1[1], "state").Array()) == 0 || !gjson.GetBytes(v1[1], "auth_chain").IsArray() {
+			t.Fatalf("v1 send_join response: %s", v1)
+		}
 		// make_leave/send_leave.
 		ml, err := asB.MakeLeave(ctx, &federation.ReqMakeLeave{RoomID: r.id, UserID: bob, Via: aName})
 		if err != nil || gjson.GetBytes(ml.Event, "content.membership").Str != "leave" {
 			t.Fatalf("make_leave: %v %+v", err, ml)
 		}
 		leave := buildFrom(t, b, ml.Event, "10")
-		if err := asB.SendLeave(ctx, &federation.ReqSendLeave{RoomID: r.id, EventID: leave.ID(), Event: leave.JSON(), Via: aName}); err != nil {
-			t.Fatalf("send_leave: %v", err)
+		// Through the deprecated v1 send_leave, which answers [200, {}].
+		sendLeaveV1 := func(ev *events.Event) (json.RawMessage, error) {
+			var res json.RawMessage
+			_, _, err := asB.MakeFullRequest(ctx, federation.RequestParams{ServerName: aName, Method: http.MethodPut,
+				Path: federation.URLPath{"v1", "send_leave", string(r.id), string(ev.ID())}, Authenticate: true,
+				RequestJSON: json.RawMessage(ev.JSON()), ResponseJSON: &res})
+			return res, err
+		}
+		if res, err := sendLeaveV1(leave); err != nil || string(res) != `[200,{}]` {
+			t.Fatalf("v1 send_leave: %s %v", res, err)
 		}
 		if m := membership(t, a, r.id, bob); m != "leave" {
 			t.Fatalf("bob after send_leave: %s", m)
@@ -138,6 +159,9 @@ func TestJoinLeaveEndpoints(t *testing.T) {
 		join2 := buildFrom(t, b, mj2.Event, "10")
 		if err := asB.SendLeave(ctx, &federation.ReqSendLeave{RoomID: r.id, EventID: join2.ID(), Event: join2.JSON(), Via: aName}); !isStatus(err, 400) {
 			t.Fatalf("join through send_leave: %v", err)
+		}
+		if _, err := sendLeaveV1(join2); !isStatus(err, 400) {
+			t.Fatalf("join through v1 send_leave: %v", err)
 		}
 
 		// A banned user cannot get a join template.

@@ -322,6 +322,16 @@ func hasPowerFor(v *roomversion.Version, create, pl *roomserver.StoredEvent, use
 
 // PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}?omit_members=
 func (a *API) putSendJoin(w http.ResponseWriter, r *http.Request, origin string) error {
+	return a.sendJoin(w, r, origin, false)
+}
+
+// PUT /_matrix/federation/v1/send_join/{roomId}/{eventId}: deprecated, the v2
+// response (without omit_members) wrapped as [200, response].
+func (a *API) putSendJoinV1(w http.ResponseWriter, r *http.Request, origin string) error {
+	return a.sendJoin(w, r, origin, true)
+}
+
+func (a *API) sendJoin(w http.ResponseWriter, r *http.Request, origin string, v1 bool) error {
 	ctx := r.Context()
 	ev, v, err := a.receiveMembership(r, origin, "join")
 	if err != nil {
@@ -349,12 +359,22 @@ func (a *API) putSendJoin(w http.ResponseWriter, r *http.Request, origin string)
 	if err := a.inputMembership(ctx, ev); err != nil {
 		return err
 	}
-	omit := r.URL.Query().Get("omit_members") == "true"
-	return a.respondSendJoin(w, ctx, ev, omit)
+	omit := !v1 && r.URL.Query().Get("omit_members") == "true"
+	return a.respondSendJoin(w, ctx, ev, omit, v1)
 }
 
 // PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}
 func (a *API) putSendLeave(w http.ResponseWriter, r *http.Request, origin string) error {
+	return a.sendLeave(w, r, origin, false)
+}
+
+// PUT /_matrix/federation/v1/send_leave/{roomId}/{eventId}: deprecated, answers
+// [200, {}].
+func (a *API) putSendLeaveV1(w http.ResponseWriter, r *http.Request, origin string) error {
+	return a.sendLeave(w, r, origin, true)
+}
+
+func (a *API) sendLeave(w http.ResponseWriter, r *http.Request, origin string, v1 bool) error {
 	ev, _, err := a.receiveMembership(r, origin, "leave")
 	if err != nil {
 		return err
@@ -365,7 +385,11 @@ func (a *API) putSendLeave(w http.ResponseWriter, r *http.Request, origin string
 	if err := a.inputMembership(r.Context(), ev); err != nil {
 		return err
 	}
-	httputil.WriteJSONBytes(w, http.StatusOK, []byte(`{}`))
+	if v1 {
+		httputil.WriteJSONBytes(w, http.StatusOK, []byte(`[200,{}]`))
+	} else {
+		httputil.WriteJSONBytes(w, http.StatusOK, []byte(`{}`))
+	}
 	return nil
 }
 
@@ -458,7 +482,7 @@ func (a *API) inputMembership(ctx context.Context, ev *events.Event) error {
 // authorised it). With omit_members, member events are left out of the state
 // (except the heroes', for rooms with no name or canonical alias), events in the
 // state are left out of the auth chain, and the servers in the room are listed.
-func (a *API) respondSendJoin(w http.ResponseWriter, ctx context.Context, ev *events.Event, omit bool) error {
+func (a *API) respondSendJoin(w http.ResponseWriter, ctx context.Context, ev *events.Event, omit, v1 bool) error {
 	state, err := a.rs.StateAtEvent(ctx, ev.ID(), false)
 	if err != nil {
 		return err
@@ -533,6 +557,9 @@ func (a *API) respondSendJoin(w http.ResponseWriter, ctx context.Context, ev *ev
 		chain = c
 	}
 	b := make([]byte, 0, 256+64*(len(kept)+len(chain)))
+	if v1 {
+		b = append(b, `[200,`...)
+	}
 	b = append(b, `{"auth_chain":`...)
 	b = appendPDUArray(b, a.jsonsOf(chain))
 	b = append(b, `,"event":`...)
@@ -548,6 +575,9 @@ func (a *API) respondSendJoin(w http.ResponseWriter, ctx context.Context, ev *ev
 	b = append(b, `,"state":`...)
 	b = appendPDUArray(b, a.jsonsOf(kept))
 	b = append(b, '}')
+	if v1 {
+		b = append(b, ']')
+	}
 	httputil.WriteJSONBytes(w, http.StatusOK, b)
 	return nil
 }
