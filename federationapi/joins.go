@@ -221,7 +221,9 @@ func (a *API) joinAuthoriser(ctx context.Context, roomID id.RoomID, userID id.Us
 	} else if m == "join" || m == "invite" {
 		return "", nil
 	}
-	satisfied, checked := false, false
+	// unchecked counts conditions naming rooms this server is not in: only those
+	// make the answer "cannot tell" (M_UNABLE_TO_AUTHORISE_JOIN) rather than "no".
+	satisfied, unchecked := false, 0
 	for _, cond := range gjson.GetBytes(jr.Content(), "allow").Array() {
 		if cond.Get("type").Str != "m.room_membership" {
 			continue
@@ -231,16 +233,16 @@ func (a *API) joinAuthoriser(ctx context.Context, roomID id.RoomID, userID id.Us
 			continue
 		}
 		if _, err := a.rs.RoomVersion(ctx, other); err != nil {
-			continue // not known here: cannot be checked
+			unchecked++ // not known here: cannot be checked
+			continue
 		}
-		checked = true
 		if m, _, err := a.rs.Membership(ctx, other, userID); err == nil && m == "join" {
 			satisfied = true
 			break
 		}
 	}
 	if !satisfied {
-		if !checked {
+		if unchecked > 0 {
 			return "", errUnableToAuthorise
 		}
 		return "", httputil.Forbidden("You do not meet the room's join conditions")

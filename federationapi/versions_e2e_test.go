@@ -74,5 +74,20 @@ func TestRestrictedJoin(t *testing.T) {
 		if m := membership(t, a, r.id, carol); m == "join" {
 			t.Fatal("carol joined")
 		}
+		// No allow condition at all: a plain "no". A condition naming a room A
+		// is not in: A cannot tell, and says so (another resident might).
+		for _, tc := range []struct {
+			allow   []any
+			errcode string
+		}{
+			{[]any{}, "M_FORBIDDEN"},
+			{[]any{map[string]any{"type": "m.room_membership", "room_id": "!elsewhere:other.example"}}, "M_UNABLE_TO_AUTHORISE_JOIN"},
+		} {
+			r.state(alice, "m.room.join_rules", "", map[string]any{"join_rule": "restricted", "allow": tc.allow})
+			_, err = b.Federation.JoinRemoteRoom(ctx, string(r.id), carol, []string{aName})
+			if !errors.As(err, &me) || me.ErrCode != tc.errcode {
+				t.Fatalf("carol joining with allow %v: %v, want %s", tc.allow, err, tc.errcode)
+			}
+		}
 	})
 }
