@@ -143,6 +143,7 @@ func (a *API) Register(r httputil.Routers) {
 	a.registerE2EERoutes(r.Client)
 	a.registerRoomRoutes(r.Client)
 	a.registerHierarchyRoutes(r.Client)
+	a.registerSearchRoutes(r.Client)
 	a.registerSyncRoutes(r.Client)
 	a.registerAdminRoutes(r.SynapseAdmin)
 }

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,7 +19,7 @@ import (
 )
 
 // Spaces (Client-Server API, "Spaces"): GET /hierarchy walks a space's
-// m.space.child links breadth first and lists the rooms the user could see
+// m.space.child links depth first and lists the rooms the user could see
 // (joined or invited, world-readable, or open to joining or knocking). Rooms
 // this server is not in are described by their servers through
 // RemoteHierarchy (federation).
@@ -47,6 +48,7 @@ func (a *API) registerHierarchyRoutes(r *mux.Router) {
 		return
 	}
 	handle(r, v1Only, "/rooms/{roomId}/hierarchy", a.authed(a.getHierarchy, 0), http.MethodGet)
+	handle(r, v1Only, "/room_summary/{roomIdOrAlias}", a.public(a.getRoomSummary), http.MethodGet)
 }
 
 // hierarchyToken is the pagination token: the rooms already returned and the
@@ -92,11 +94,13 @@ type hierarchyWalk struct {
 	a             *API
 	user          id.UserID
 	suggestedOnly bool
+	maxDepth      int
 	// remote holds summaries other servers gave (children of remote spaces),
 	// and inaccessible the rooms they said no one could see.
 	remote       map[id.RoomID]*roomserver.RoomSummary
 	inaccessible map[id.RoomID]bool
 	remoteCalls  int
+	fetched      map[id.RoomID]bool // remote rooms asked about directly
 	joined       map[id.RoomID]bool // the user's joined rooms, loaded on demand
 }
 
@@ -144,19 +148,19 @@ func (a *API) getHierarchy(w http.ResponseWriter, r *http.Request, d *Device) er
 		tok.skip = from.skip
 	}
 
-	walk := &hierarchyWalk{a: a, user: d.UserID, suggestedOnly: suggested,
-		remote: map[id.RoomID]*roomserver.RoomSummary{}, inaccessible: map[id.RoomID]bool{}}
-	var rootVia []string
-	if _, server, ok := strings.Cut(string(roomID), ":"); ok {
-		rootVia = []string{server}
-	}
-	queue := []hierarchyEntry{{roomID: roomID, via: rootVia}}
+	walk := &hierarchyWalk{a: a, user: d.UserID, suggestedOnly: suggested, maxDepth: maxDepth,
+		remote: map[id.RoomID]*roomserver.RoomSummary{}, inaccessible: map[id.RoomID]bool{}, fetched: map[id.RoomID]bool{}}
+	// The walk is depth first ("Paginates over the space tree in a depth-first
+	// manner"): a stack whose top is the next room, children pushed in reverse
+	// so that they are visited in the space's order. Each page redoes the walk
+	// and skips the rooms earlier pages returned.
+	stack := []hierarchyEntry{{roomID: roomID, via: serverOfRoomID(roomID)}}
 	seen := map[id.RoomID]bool{}
 	rooms := make([]*roomserver.RoomSummary, 0, limit)
 	visible := 0
-	for len(queue) > 0 && len(rooms) < limit {
-		e := queue[0]
-		queue = queue[1:]
+	for len(stack) > 0 && len(rooms) < limit {
+		e := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
 		if seen[e.roomID] {
 			continue
 		}
@@ -171,26 +175,30 @@ func (a *API) getHierarchy(w http.ResponseWriter, r *http.Request, d *Device) er
 			}
 			continue
 		}
+		children := walk.children(s)
 		if visible++; visible > tok.skip {
 			c := *s
 			c.AllowedRoomIDs = nil // federation only
+			c.ChildrenState = make([]json.RawMessage, len(children))
+			for i, ch := range children {
+				c.ChildrenState[i] = ch.Raw
+			}
 			rooms = append(rooms, &c)
 		}
 		if e.depth >= maxDepth {
 			continue
 		}
-		for _, c := range roomserver.SpaceChildren(s.ChildrenState) {
-			if (suggested && !c.Suggested) || seen[c.RoomID] {
-				continue
+		for i := len(children) - 1; i >= 0; i-- {
+			if c := children[i]; !seen[c.RoomID] {
+				stack = append(stack, hierarchyEntry{roomID: c.RoomID, depth: e.depth + 1, via: c.Via})
 			}
-			queue = append(queue, hierarchyEntry{roomID: c.RoomID, depth: e.depth + 1, via: c.Via})
 		}
 	}
 	resp := struct {
 		Rooms     []*roomserver.RoomSummary `json:"rooms"`
 		NextBatch string                    `json:"next_batch,omitempty"`
 	}{Rooms: rooms}
-	for _, e := range queue {
+	for _, e := range stack {
 		if !seen[e.roomID] && tok.skip+len(rooms) < maxHierarchySkip {
 			next := tok
 			next.skip += len(rooms)
@@ -200,6 +208,41 @@ func (a *API) getHierarchy(w http.ResponseWriter, r *http.Request, d *Device) er
 	}
 	httputil.RespondJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// serverOfRoomID is the server part of a room ID as a one-element via list
+// (nil when the ID has none, as in room version 12).
+func serverOfRoomID(roomID id.RoomID) []string {
+	if _, server, ok := strings.Cut(string(roomID), ":"); ok && server != "" {
+		return []string{server}
+	}
+	return nil
+}
+
+// children lists the links of a room the walk follows, in the space's order:
+// only a space has children ("If the room is not a space-room, this should be
+// empty"), and with suggested_only only its suggested children (which is also
+// all that its children_state shows, as Synapse does).
+func (w *hierarchyWalk) children(s *roomserver.RoomSummary) []roomserver.SpaceChild {
+	if s.RoomType != "m.space" {
+		return nil
+	}
+	all := roomserver.SpaceChildren(s.ChildrenState)
+	out := all[:0]
+	var seen map[id.RoomID]bool
+	for _, c := range all {
+		if w.suggestedOnly && !c.Suggested {
+			continue
+		}
+		if seen == nil {
+			seen = make(map[id.RoomID]bool, len(all))
+		}
+		if !seen[c.RoomID] { // a remote answer may repeat a link
+			seen[c.RoomID] = true
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // room returns the summary of a room in the walk and whether the user may see
@@ -227,8 +270,13 @@ func (w *hierarchyWalk) room(ctx context.Context, e hierarchyEntry) (*roomserver
 		return nil, false, nil
 	}
 	s := w.remote[e.roomID]
-	if s == nil {
-		s = w.fetch(ctx, e)
+	// A child described in its parent's answer comes without its own
+	// children: a space whose children the walk will follow is asked for
+	// again, falling back to the parent's description.
+	if s == nil || (s.RoomType == "m.space" && e.depth < w.maxDepth && !w.fetched[e.roomID]) {
+		if f := w.fetch(ctx, e, s != nil); f != nil {
+			s = f
+		}
 		if s == nil {
 			return nil, false, nil
 		}
@@ -244,17 +292,21 @@ func (w *hierarchyWalk) room(ctx context.Context, e hierarchyEntry) (*roomserver
 }
 
 // fetch asks the servers of a remote room for its hierarchy and remembers
-// what they said about its children. It returns nil when no server answered.
-func (w *hierarchyWalk) fetch(ctx context.Context, e hierarchyEntry) *roomserver.RoomSummary {
+// what they said about its children. It returns nil when no server answered;
+// the room is then inaccessible unless a parent's answer described it.
+func (w *hierarchyWalk) fetch(ctx context.Context, e hierarchyEntry, described bool) *roomserver.RoomSummary {
 	rh := w.a.opts.RemoteHierarchy
 	if rh == nil || len(e.via) == 0 || w.remoteCalls >= maxRemoteHierarchyCalls {
 		return nil
 	}
 	w.remoteCalls++
+	w.fetched[e.roomID] = true
 	h, err := rh.RemoteHierarchy(ctx, e.roomID, e.via, w.suggestedOnly)
 	if err != nil || h == nil || h.Room == nil || h.Room.RoomID != e.roomID {
 		slog.DebugContext(ctx, "remote space hierarchy unavailable", "room_id", e.roomID, "err", err)
-		w.inaccessible[e.roomID] = true
+		if !described {
+			w.inaccessible[e.roomID] = true
+		}
 		return nil
 	}
 	for _, c := range h.Children {
@@ -309,4 +361,147 @@ func (w *hierarchyWalk) userMaySee(ctx context.Context, s *roomserver.RoomSummar
 		}
 	}
 	return false, nil
+}
+
+// roomSummaryResponse is the answer of GET /room_summary (Client-Server API,
+// "Room Summaries"): a space hierarchy's room entry without children_state,
+// with allowed_room_ids for restricted rooms and the requester's membership.
+type roomSummaryResponse struct {
+	RoomID           id.RoomID   `json:"room_id"`
+	Name             string      `json:"name,omitempty"`
+	Topic            string      `json:"topic,omitempty"`
+	AvatarURL        string      `json:"avatar_url,omitempty"`
+	CanonicalAlias   string      `json:"canonical_alias,omitempty"`
+	NumJoinedMembers int         `json:"num_joined_members"`
+	WorldReadable    bool        `json:"world_readable"`
+	GuestCanJoin     bool        `json:"guest_can_join"`
+	JoinRule         string      `json:"join_rule,omitempty"`
+	RoomType         string      `json:"room_type,omitempty"`
+	RoomVersion      string      `json:"room_version,omitempty"`
+	Encryption       string      `json:"encryption,omitempty"`
+	AllowedRoomIDs   []id.RoomID `json:"allowed_room_ids,omitempty"`
+	Membership       string      `json:"membership,omitempty"`
+}
+
+// maxSummaryVia bounds the via servers a room summary request may name.
+const maxSummaryVia = 20
+
+// GET /_matrix/client/v1/room_summary/{roomIdOrAlias}?via=
+//
+// Authentication is optional: without it only rooms anyone may peek or join
+// (public, knock or knock_restricted join rule, or world-readable) are
+// described, as the spec allows. Rooms this server is not in are asked about
+// over federation (GET /hierarchy) through via, or the servers the alias
+// resolved to, or the room ID's server. Rooms the requester may not see are a
+// 404, as for unknown rooms, so the answer does not reveal that they exist.
+func (a *API) getRoomSummary(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	rs := a.opts.Roomserver
+	var d *Device
+	if _, ok := accessToken(r); ok {
+		dev, err := a.authenticate(r)
+		if err != nil {
+			return err
+		}
+		d = dev
+	}
+	via := r.URL.Query()["via"]
+	if len(via) > maxSummaryVia {
+		return httputil.InvalidParam("At most %d via servers may be given", maxSummaryVia)
+	}
+	for _, v := range via {
+		if !id.ValidateServerName(v) {
+			return httputil.InvalidParam("Invalid server name %q in via", v)
+		}
+	}
+	roomID, aliasServers, err := a.summaryTarget(ctx, mux.Vars(r)["roomIdOrAlias"])
+	if err != nil {
+		return err
+	}
+	local, err := rs.ServerJoined(ctx, roomID, "", a.cfg.ServerName)
+	if err != nil && !errors.Is(err, roomserver.ErrRoomNotFound) {
+		return internalErr(err)
+	}
+	membership := ""
+	if d != nil {
+		if m, _, err := rs.Membership(ctx, roomID, d.UserID); err == nil {
+			membership = m
+		}
+	}
+	var s *roomserver.RoomSummary
+	if local {
+		if s, err = rs.RoomSummary(ctx, roomID); err != nil {
+			return roomErr(err)
+		}
+	} else {
+		servers := append(append(via, aliasServers...), serverOfRoomID(roomID)...)
+		if a.opts.RemoteHierarchy != nil && len(servers) > 0 {
+			h, err := a.opts.RemoteHierarchy.RemoteHierarchy(ctx, roomID, servers, true)
+			if err != nil {
+				slog.DebugContext(ctx, "remote room summary unavailable", "room_id", roomID, "err", err)
+			} else {
+				s = h.Room
+			}
+		}
+	}
+	notFound := httputil.NotFound("Room %s not found or not accessible", roomID)
+	if s == nil {
+		return notFound
+	}
+	var ok bool
+	if d == nil {
+		ok = s.WorldReadable || s.JoinRule == "public" || s.JoinRule == "knock" || s.JoinRule == "knock_restricted"
+	} else {
+		walk := &hierarchyWalk{a: a, user: d.UserID}
+		if ok, err = walk.userMaySee(ctx, s, membership); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		return notFound
+	}
+	resp := roomSummaryResponse{RoomID: roomID, Name: s.Name, Topic: s.Topic, AvatarURL: s.AvatarURL,
+		CanonicalAlias: s.CanonicalAlias, NumJoinedMembers: s.NumJoinedMembers, WorldReadable: s.WorldReadable,
+		GuestCanJoin: s.GuestCanJoin, JoinRule: s.JoinRule, RoomType: s.RoomType, RoomVersion: s.RoomVersion,
+		Encryption: s.Encryption}
+	if s.JoinRule == "restricted" || s.JoinRule == "knock_restricted" {
+		resp.AllowedRoomIDs = s.AllowedRoomIDs
+	}
+	if d != nil {
+		// "The membership state of the user": leave when they have none.
+		resp.Membership = cmp.Or(membership, "leave")
+	}
+	httputil.RespondJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// summaryTarget resolves the {roomIdOrAlias} of a room summary request, with
+// the servers a remote alias named.
+func (a *API) summaryTarget(ctx context.Context, target string) (id.RoomID, []string, error) {
+	switch {
+	case validRoomID(target):
+		return id.RoomID(target), nil, nil
+	case strings.HasPrefix(target, "#"):
+		alias, err := parseAlias(target)
+		if err != nil {
+			return "", nil, err
+		}
+		if aliasServer(alias) == a.cfg.ServerName {
+			rid, err := a.resolveLocalAlias(ctx, alias)
+			return rid, nil, err
+		}
+		if a.opts.RemoteAliases == nil {
+			return "", nil, httputil.NotFound("Room alias %s not found", alias)
+		}
+		rid, servers, err := a.opts.RemoteAliases.ResolveRemoteAlias(ctx, alias)
+		if err != nil {
+			var me *httputil.Error
+			if errors.As(err, &me) {
+				return "", nil, err
+			}
+			return "", nil, httputil.NotFound("Room alias %s could not be resolved", alias)
+		}
+		return rid, servers, nil
+	}
+	return "", nil, httputil.InvalidParam("%q is neither a room ID nor a room alias", target)
 }

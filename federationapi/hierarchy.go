@@ -2,6 +2,7 @@ package federationapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -42,11 +43,16 @@ func (a *API) getHierarchy(w http.ResponseWriter, r *http.Request, origin string
 		// The spec's 404: unknown here, or origin could not peek or join it.
 		return httputil.NotFound("Room %s is unknown or not accessible", roomID)
 	}
+	// Only a space has children ("If the room is not a space-room, this
+	// should be empty"); with suggested_only only its suggested ones, which
+	// is also all its children_state shows (as Synapse answers).
+	if root.RoomType == "m.space" {
+		root.ChildrenState = roomserver.OrderedChildrenState(root.ChildrenState, suggestedOnly)
+	} else {
+		root.ChildrenState = []json.RawMessage{}
+	}
 	resp := roomserver.SpaceHierarchy{Room: root, Children: []*roomserver.RoomSummary{}, InaccessibleChildren: []id.RoomID{}}
 	for _, c := range roomserver.SpaceChildren(root.ChildrenState) {
-		if suggestedOnly && !c.Suggested {
-			continue
-		}
 		if len(resp.Children)+len(resp.InaccessibleChildren) >= maxHierarchyChildren {
 			break
 		}
@@ -58,6 +64,8 @@ func (a *API) getHierarchy(w http.ResponseWriter, r *http.Request, origin string
 		case s == nil:
 			// Rooms this server cannot describe are left out.
 		case ok:
+			// A child's own children are the asking server's next request.
+			s.ChildrenState = []json.RawMessage{}
 			resp.Children = append(resp.Children, s)
 		default:
 			resp.InaccessibleChildren = append(resp.InaccessibleChildren, c.RoomID)
@@ -68,9 +76,13 @@ func (a *API) getHierarchy(w http.ResponseWriter, r *http.Request, origin string
 }
 
 // summaryFor returns the summary of a room this server is in (nil if it is not)
-// and whether origin could peek or join it: the room is world-readable, its
-// join rule lets anyone join or knock, it is restricted (the asking server
-// filters by allowed_room_ids), or a user of origin is already in it.
+// and whether origin could peek or join it (Server-Server API, GET /hierarchy:
+// "the space-room's children the requesting server could feasibly
+// peek/join"): the room is world-readable, its join rule lets anyone join or
+// knock, origin is in the room, or the room is restricted and origin is in
+// one of its allowed rooms as far as this server knows (the asking server then
+// filters its users by allowed_room_ids). A restricted room whose allowed
+// rooms this server is not in is not shown: it cannot tell who is in them.
 func (a *API) summaryFor(ctx context.Context, roomID id.RoomID, origin string) (*roomserver.RoomSummary, bool, error) {
 	joined, err := a.rs.ServerJoined(ctx, roomID, "", a.serverName)
 	if err != nil {
@@ -95,14 +107,25 @@ func (a *API) summaryFor(ctx context.Context, roomID id.RoomID, origin string) (
 	switch {
 	case s.WorldReadable:
 		return s, true, nil
-	case s.JoinRule == "public", s.JoinRule == "knock", s.JoinRule == "knock_restricted", s.JoinRule == "restricted":
+	case s.JoinRule == "public", s.JoinRule == "knock", s.JoinRule == "knock_restricted":
 		return s, true, nil
 	}
 	in, err := a.rs.ServerJoined(ctx, roomID, "", origin)
-	if err != nil {
-		return nil, false, err
+	if err != nil || in {
+		return s, in, err
 	}
-	return s, in, nil
+	if s.JoinRule == "restricted" {
+		for _, allowed := range s.AllowedRoomIDs {
+			in, err := a.rs.ServerJoined(ctx, allowed, "", origin)
+			if errors.Is(err, roomserver.ErrRoomNotFound) {
+				continue
+			}
+			if err != nil || in {
+				return s, in, err
+			}
+		}
+	}
+	return s, false, nil
 }
 
 // parseBoolParam parses a boolean query parameter ("" is false).

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -64,8 +65,12 @@ func TestSpaceHierarchy(t *testing.T) {
 					t.Fatalf("room %s named %q, want %q", r.RoomID, r.Name, names[r.RoomID])
 				}
 				got = append(got, r.Name)
-				if r.RoomID == space && len(r.ChildrenState) != 3 {
-					t.Fatalf("space children_state has %d events, want 3", len(r.ChildrenState))
+				// With suggested_only the space shows only its suggested links.
+				if want := map[bool]int{false: 3, true: 1}[req.SuggestedOnly]; r.RoomID == space && len(r.ChildrenState) != want {
+					t.Fatalf("space children_state has %d events, want %d", len(r.ChildrenState), want)
+				}
+				if r.RoomID != space && len(r.ChildrenState) != 0 {
+					t.Fatalf("room %s (not a space) has children_state %v", r.Name, r.ChildrenState)
 				}
 			}
 			return got, resp.NextBatch
@@ -164,6 +169,79 @@ func TestSpaceHierarchy(t *testing.T) {
 		for _, tc := range fedBad {
 			if _, err := fed(tc.room, tc.q); !isStatus(err, tc.status) {
 				t.Fatalf("federation %s: %v, want %d", tc.name, err, tc.status)
+			}
+		}
+	})
+}
+
+// TestRestrictedSpaceHierarchy: a space on A lists a room on B restricted to
+// the space's members. B cannot tell that A's users are in the space until a
+// user of B joins it, so until then B calls the room inaccessible to A; after
+// that A shows it to the space's members only (as Synapse does; Complement's
+// TestRestrictedRoomsSpacesSummaryFederation).
+func TestRestrictedSpaceHierarchy(t *testing.T) {
+	forEachDB(t, func(t *testing.T, start starter) {
+		a, b := start(), start()
+		ctx := context.Background()
+		aName, bName := a.Config().ServerName, b.Config().ServerName
+		alice, bob, carol := clientOf(t, a, "alice"), clientOf(t, a, "bob"), clientOf(t, b, "carol")
+		sresp, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Space",
+			CreationContent: map[string]any{"type": "m.space"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		space := sresp.RoomID
+		rresp, err := carol.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Restricted", RoomVersion: "8",
+			InitialState: []*event.Event{{Type: event.StateJoinRules, StateKey: sk(""), Content: event.Content{Raw: map[string]any{
+				"join_rule": "restricted", "allow": []map[string]any{{"type": "m.room_membership", "room_id": space, "via": []string{aName}}}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		restricted := rresp.RoomID
+		if _, err := alice.SendStateEvent(ctx, space, event.StateSpaceChild, string(restricted), map[string]any{"via": []string{bName}}); err != nil {
+			t.Fatal(err)
+		}
+		walk := func(cli *mautrix.Client) []id.RoomID {
+			t.Helper()
+			resp, err := cli.Hierarchy(ctx, space, &mautrix.ReqHierarchy{})
+			if err != nil {
+				t.Fatalf("hierarchy: %v", err)
+			}
+			var got []id.RoomID
+			for _, r := range resp.Rooms {
+				got = append(got, r.RoomID)
+			}
+			return got
+		}
+		for _, tc := range []struct {
+			name string
+			cli  *mautrix.Client
+			want []id.RoomID
+		}{
+			{"space member before B knows", alice, []id.RoomID{space}},
+			{"non-member before B knows", bob, []id.RoomID{space}},
+		} {
+			if got := walk(tc.cli); !slices.Equal(got, tc.want) {
+				t.Fatalf("%s: rooms %v, want %v", tc.name, got, tc.want)
+			}
+		}
+		if _, err := carol.JoinRoom(ctx, string(space), &mautrix.ReqJoinRoom{Via: []string{aName}}); err != nil {
+			t.Fatalf("carol joining the space: %v", err)
+		}
+		eventually(t, 10*time.Second, "B seeing A in the space", func() bool {
+			in, err := b.Roomserver.ServerJoined(ctx, space, "", aName)
+			return err == nil && in
+		})
+		for _, tc := range []struct {
+			name string
+			cli  *mautrix.Client
+			want []id.RoomID
+		}{
+			{"space member", alice, []id.RoomID{space, restricted}},
+			{"non-member", bob, []id.RoomID{space}},
+		} {
+			if got := walk(tc.cli); !slices.Equal(got, tc.want) {
+				t.Fatalf("%s: rooms %v, want %v", tc.name, got, tc.want)
 			}
 		}
 	})

@@ -49,6 +49,8 @@ type SpaceChild struct {
 	Order     string
 	Suggested bool
 	TS        int64
+	// Raw is the entry of children_state the link was read from.
+	Raw json.RawMessage
 }
 
 // RoomSummary returns the summary of a room this server knows, from its current
@@ -178,7 +180,7 @@ func SpaceChildren(childrenState []json.RawMessage) []SpaceChild {
 		if len(rid) < 2 || rid[0] != '!' || len(rid) > 255 {
 			continue
 		}
-		c := SpaceChild{RoomID: id.RoomID(rid), TS: x.Get("origin_server_ts").Int()}
+		c := SpaceChild{RoomID: id.RoomID(rid), TS: x.Get("origin_server_ts").Int(), Raw: raw}
 		for _, v := range x.Get("content.via").Array() {
 			if v.Type == gjson.String && v.Str != "" && len(v.Str) <= 255 {
 				c.Via = append(c.Via, v.Str)
@@ -202,5 +204,27 @@ func SpaceChildren(childrenState []json.RawMessage) []SpaceChild {
 		}
 		return cmp.Or(cmp.Compare(a.Order, b.Order), cmp.Compare(a.TS, b.TS), cmp.Compare(a.RoomID, b.RoomID))
 	})
+	return out
+}
+
+// OrderedChildrenState returns the valid links of childrenState in
+// SpaceChildren's order, one per child room, only the suggested ones when
+// suggestedOnly: a space's children_state as GET /hierarchy lists it (Synapse
+// lists them in the order its walk visits the children). Never nil.
+func OrderedChildrenState(childrenState []json.RawMessage, suggestedOnly bool) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(childrenState))
+	var seen map[id.RoomID]bool
+	for _, c := range SpaceChildren(childrenState) {
+		if suggestedOnly && !c.Suggested {
+			continue
+		}
+		if seen == nil {
+			seen = make(map[id.RoomID]bool, len(childrenState))
+		}
+		if !seen[c.RoomID] {
+			seen[c.RoomID] = true
+			out = append(out, c.Raw)
+		}
+	}
 	return out
 }

@@ -50,3 +50,44 @@ func TestSpaceChildrenOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestOrderedChildrenState(t *testing.T) {
+	child := func(room, content string, ts int) json.RawMessage {
+		b, _ := json.Marshal(map[string]any{"type": "m.space.child", "state_key": room,
+			"content": json.RawMessage(content), "origin_server_ts": ts})
+		return b
+	}
+	state := []json.RawMessage{
+		child("!b:x", `{"via":["x"]}`, 2),
+		child("!a:x", `{"via":["x"],"suggested":true}`, 3),
+		child("!novia:x", `{}`, 1),
+		child("!c:x", `{"via":["x"],"suggested":true}`, 1),
+		child("!c:x", `{"via":["x"]}`, 9), // a repeated link (remote answers)
+	}
+	keys := func(raws []json.RawMessage) []string {
+		out := []string{}
+		for _, r := range raws {
+			var v struct {
+				StateKey string `json:"state_key"`
+			}
+			_ = json.Unmarshal(r, &v)
+			out = append(out, v.StateKey)
+		}
+		return out
+	}
+	tests := []struct {
+		suggested bool
+		want      []string
+	}{
+		{false, []string{"!c:x", "!b:x", "!a:x"}},
+		{true, []string{"!c:x", "!a:x"}},
+	}
+	for _, tc := range tests {
+		if got := keys(OrderedChildrenState(state, tc.suggested)); !slices.Equal(got, tc.want) {
+			t.Errorf("suggested=%v: %v, want %v", tc.suggested, got, tc.want)
+		}
+	}
+	if got := OrderedChildrenState(nil, false); got == nil || len(got) != 0 {
+		t.Errorf("no children: %#v", got)
+	}
+}
