@@ -23,10 +23,17 @@ func (a *API) registerAccountDataRoutes(r *mux.Router) {
 	handle(r, v3R0, "/user/{userId}/account_data/{type}", a.authed(a.putAccountData, 0), http.MethodPut)
 	handle(r, v3R0, "/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.getAccountData, 0), http.MethodGet)
 	handle(r, v3R0, "/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.putAccountData, 0), http.MethodPut)
+	// MSC3391: deleting account data, under its unstable prefix (a PUT of {}
+	// deletes too).
+	r.HandleFunc(msc3391Prefix+"/user/{userId}/account_data/{type}", a.authed(a.deleteAccountData, 0)).Methods(http.MethodDelete)
+	r.HandleFunc(msc3391Prefix+"/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.deleteAccountData, 0)).Methods(http.MethodDelete)
 	handle(r, v3R0, "/user/{userId}/rooms/{roomId}/tags", a.authed(a.getTags, 0), http.MethodGet)
 	handle(r, v3R0, "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.putTag, 0), http.MethodPut)
 	handle(r, v3R0, "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.deleteTag, 0), http.MethodDelete)
 }
+
+// msc3391Prefix is where DELETE of account data lives until MSC3391 is stable.
+const msc3391Prefix = "/unstable/org.matrix.msc3391"
 
 // Account data types with special handling.
 const (
@@ -120,10 +127,8 @@ func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, d *Device) 
 	if err != nil {
 		return err
 	}
-	// Client-Server API, "Client Config", "Server Behaviour": types the server
-	// manages are refused with 405.
-	if typ == typeFullyRead || typ == accounts.PushRulesType {
-		return &httputil.Error{Status: http.StatusMethodNotAllowed, ErrCode: "M_BAD_JSON", Message: fmt.Sprintf("Cannot set %s through this API", typ)}
+	if err := serverManagedType(typ); err != nil {
+		return err
 	}
 	var obj map[string]json.RawMessage
 	if err := decodeJSON(r, &obj); err != nil {
@@ -134,11 +139,54 @@ func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, d *Device) 
 			return err
 		}
 	}
+	if len(obj) == 0 {
+		// MSC3391: "{}" deletes the account data.
+		if _, _, err := a.accounts.DeleteAccountData(r.Context(), d.Localpart, roomID, typ); err != nil {
+			return internalErr(err)
+		}
+		httputil.RespondJSON(w, http.StatusOK, struct{}{})
+		return nil
+	}
 	content, err := json.Marshal(obj)
 	if err != nil {
 		return internalErr(err)
 	}
 	if _, err := a.accounts.SetAccountData(r.Context(), d.Localpart, roomID, typ, content); err != nil {
+		return internalErr(err)
+	}
+	httputil.RespondJSON(w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// serverManagedType refuses writes of the types the server manages with 405
+// (Client-Server API, "Client Config", "Server Behaviour").
+func serverManagedType(typ string) error {
+	if typ == typeFullyRead || typ == accounts.PushRulesType {
+		return &httputil.Error{Status: http.StatusMethodNotAllowed, ErrCode: "M_BAD_JSON", Message: fmt.Sprintf("Cannot set %s through this API", typ)}
+	}
+	return nil
+}
+
+// DELETE /unstable/org.matrix.msc3391/user/{userId}/account_data/{type} and
+// /user/{userId}/rooms/{roomId}/account_data/{type} (MSC3391): the entry then
+// reads as absent (404), is left out of initial syncs, and reaches incremental
+// syncs as {}. Deleting what is not there succeeds too, as in Synapse.
+func (a *API) deleteAccountData(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if err := ownUserParam(r, d); err != nil {
+		return err
+	}
+	roomID, err := roomParam(r)
+	if err != nil {
+		return err
+	}
+	typ, err := accountDataType(r)
+	if err != nil {
+		return err
+	}
+	if err := serverManagedType(typ); err != nil {
+		return err
+	}
+	if _, _, err := a.accounts.DeleteAccountData(r.Context(), d.Localpart, roomID, typ); err != nil {
 		return internalErr(err)
 	}
 	httputil.RespondJSON(w, http.StatusOK, struct{}{})
@@ -193,11 +241,21 @@ func (a *API) IgnoredUsers(ctx context.Context, localpart string) (map[id.UserID
 
 // AccountDataSince returns a local user's account data changed after stream
 // position since, with m.push_rules filled in with the current rule set; /sync
-// uses it. Positions are per user and only grow.
+// uses it. Positions are per user and only grow. Deleted entries (MSC3391) come
+// as {} after a position, and not at all from the start (since 0).
 func (a *API) AccountDataSince(ctx context.Context, localpart string, since int64) ([]accounts.AccountDataEntry, error) {
 	entries, err := a.accounts.AccountDataSince(ctx, localpart, since)
 	if err != nil {
 		return nil, err
+	}
+	if since == 0 {
+		kept := entries[:0]
+		for _, e := range entries {
+			if string(e.Content) != accounts.DeletedContent || (e.Type == accounts.PushRulesType && e.RoomID == "") {
+				kept = append(kept, e)
+			}
+		}
+		entries = kept
 	}
 	for i := range entries {
 		if entries[i].Type == accounts.PushRulesType && entries[i].RoomID == "" {

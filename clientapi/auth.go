@@ -12,6 +12,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"hearth/appservice"
 	"hearth/clientapi/accounts"
 	"hearth/httputil"
 )
@@ -25,6 +26,10 @@ type Device struct {
 	DeviceID  id.DeviceID
 	IsGuest   bool
 	IsAdmin   bool
+	// AppService is set when an application service's as_token authenticated
+	// the request (UserID is then its sender or the ?user_id= it acts as, and
+	// DeviceID empty unless ?device_id= named one).
+	AppService *appservice.AppService
 	// tokenHash is the hash of the access token used.
 	tokenHash accounts.TokenHash
 }
@@ -76,6 +81,9 @@ func (a *API) authed(h authedFunc, flags authFlags) http.HandlerFunc {
 				err = httputil.Forbidden("You are not a server admin")
 			}
 		}
+		if err == nil && d.AppService != nil {
+			r, err = appServiceTS(r)
+		}
 		if err == nil {
 			r = r.WithContext(context.WithValue(r.Context(), deviceKey{}, d))
 			err = h(w, r, d)
@@ -94,6 +102,9 @@ func (a *API) authenticate(r *http.Request) (*Device, error) {
 	tok, ok := accessToken(r)
 	if !ok {
 		return nil, httputil.MissingToken("Missing access token")
+	}
+	if as := a.opts.AppServices.ByToken(tok); as != nil {
+		return a.appServiceDevice(r, as)
 	}
 	h := accounts.HashToken(tok)
 	ctx := r.Context()

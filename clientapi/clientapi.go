@@ -14,6 +14,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"hearth/appservice"
 	"hearth/clientapi/accounts"
 	"hearth/clientapi/e2ee"
 	"hearth/config"
@@ -71,6 +72,9 @@ type Options struct {
 	// Sync is the /sync machinery (NewSyncer); /sync, typing, receipts,
 	// read markers, presence and the user directory are served only with it.
 	Sync *Syncer
+	// AppServices are the registered application services (nil: none); their
+	// as_tokens authenticate them (appservice.go).
+	AppServices *appservice.Service
 }
 
 // DefaultAccessTokenLifetime is how long an access token lasts when the client
@@ -93,9 +97,16 @@ type API struct {
 	loginLimit    *rateLimiter
 	registerLimit *rateLimiter
 	pushRules     *evaluatorCache
+	push          *pushSender
 	nonces        *nonceStore
 	// tokenLifetime is the lifetime (ns) of refreshable access tokens.
 	tokenLifetime atomic.Int64
+	// appServiceUsers caches the accounts application services act as.
+	appServiceUsers appServiceUserCache
+	// notices sends server notices (servernotices.go); nil when they are off.
+	notices *serverNotices
+	// delayed schedules delayed events (delayed.go); nil when they are off.
+	delayed *delayedEvents
 }
 
 // New creates the client API over the given database.
@@ -117,6 +128,7 @@ func New(cfg *config.Config, db *storage.DB, opts Options) (*API, error) {
 		a.registerLimit = newRateLimiter(cfg.RateLimits.PerSecond, cfg.RateLimits.Burst)
 	}
 	a.tokenLifetime.Store(int64(DefaultAccessTokenLifetime))
+	a.push = newPushSender(a)
 	return a, nil
 }
 
@@ -131,7 +143,7 @@ func (a *API) accessTokenLifetime() time.Duration { return time.Duration(a.token
 
 // Register adds the client API's routes.
 func (a *API) Register(r httputil.Routers) {
-	registerVersions(r.Client)
+	registerVersions(r.Client, a.unstableFeatures())
 	a.registerAuthRoutes(r.Client)
 	a.registerAccountRoutes(r.Client)
 	a.registerDeviceRoutes(r.Client)
@@ -146,6 +158,10 @@ func (a *API) Register(r httputil.Routers) {
 	a.registerSearchRoutes(r.Client)
 	a.registerSyncRoutes(r.Client)
 	a.registerAdminRoutes(r.SynapseAdmin)
+	a.registerAppServiceRoutes(r.Client)
+	a.registerServerNoticeRoutes(r.SynapseAdmin)
+	a.registerThreadSubscriptionRoutes(r.Client)
+	a.registerDelayedEventRoutes(r.Client)
 }
 
 // userID is the full user ID of a local localpart.

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gorilla/mux"
+	"maunium.net/go/mautrix/id"
 
 	"hearth/clientapi/accounts"
 	"hearth/httputil"
@@ -90,6 +91,12 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request, d *Device) error
 		}
 		if err != nil {
 			return internalErr(err)
+		}
+		// The name is public device information: others see the device list change.
+		if a.opts.Keys != nil {
+			if err := a.opts.Keys.DeviceChanged(ctx, d.UserID, id.DeviceID(deviceID)); err != nil {
+				return internalErr(err)
+			}
 		}
 	}
 	httputil.RespondJSON(w, http.StatusOK, struct{}{})

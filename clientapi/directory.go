@@ -99,6 +99,11 @@ func (a *API) LocalAliasRoom(ctx context.Context, alias id.RoomAlias) (id.RoomID
 // resolveLocalAlias returns a local alias's room or 404.
 func (a *API) resolveLocalAlias(ctx context.Context, alias id.RoomAlias) (id.RoomID, error) {
 	rid, err := a.aliasRoom(ctx, alias)
+	if err == nil && rid == "" && a.queryAppServiceAlias(ctx, alias) {
+		// An application service knew the alias and has just created it
+		// (Application Service API, "Querying").
+		rid, err = a.aliasRoom(ctx, alias)
+	}
 	if err != nil {
 		return "", internalErr(err)
 	}
@@ -191,7 +196,11 @@ func (a *API) putAlias(w http.ResponseWriter, r *http.Request, d *Device) error 
 	if _, err := a.opts.Roomserver.RoomVersion(ctx, roomID); err != nil {
 		return roomErr(err)
 	}
-	if !d.IsAdmin {
+	byService, err := a.checkAliasNamespace(d, alias)
+	if err != nil {
+		return err
+	}
+	if !d.IsAdmin && !byService {
 		if err := a.requireJoined(ctx, roomID, d.UserID); err != nil {
 			return err
 		}
@@ -224,7 +233,11 @@ func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request, d *Device) err
 	if err != nil {
 		return internalErr(err)
 	}
-	if creator != string(d.UserID) && !d.IsAdmin {
+	byService, err := a.checkAliasNamespace(d, alias)
+	if err != nil {
+		return err
+	}
+	if creator != string(d.UserID) && !d.IsAdmin && !byService {
 		allowed := false
 		if m, _, err := a.opts.Roomserver.Membership(ctx, id.RoomID(roomID), d.UserID); err == nil && m == "join" {
 			if pl, err := a.roomPower(ctx, id.RoomID(roomID)); err == nil {

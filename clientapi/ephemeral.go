@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
 	"hearth/httputil"
 	"hearth/roomserver"
+	"hearth/roomserver/events"
 )
 
 // Ephemeral endpoints: typing notifications, receipts, read markers and
@@ -174,6 +176,38 @@ func (s *Syncer) roomEvent(ctx context.Context, roomID id.RoomID, eventID id.Eve
 	return ev, nil
 }
 
+// relatesTo reports whether ev relates to root through a chain of at most
+// maxThreadHops relations (a reaction to a reference to a thread root, say):
+// such an event is in the main timeline, yet related to the root's thread, so
+// a receipt in that thread may name it (Client-Server API, POST
+// /rooms/{roomId}/receipt: 400 only when "the event_id is not related to the
+// thread_id"; Synapse accepts it, Complement TestThreadedReceipts sends it).
+func (s *Syncer) relatesTo(ctx context.Context, ev *events.Event, root id.EventID) bool {
+	content := ev.Content()
+	for hop := 0; hop < maxThreadHops; hop++ {
+		rel := gjson.GetBytes(content, `m\.relates_to`)
+		if !rel.IsObject() {
+			return false
+		}
+		parent := id.EventID(rel.Get("event_id").Str)
+		if parent == "" {
+			parent = id.EventID(rel.Get(`m\.in_reply_to.event_id`).Str)
+		}
+		if parent == "" {
+			return false
+		}
+		if parent == root {
+			return true
+		}
+		pe, err := s.rs.Event(ctx, parent)
+		if err != nil || pe.RoomID() != ev.RoomID() {
+			return false
+		}
+		content = pe.Content()
+	}
+	return false
+}
+
 // sendReceipt stores a read receipt, updates notification counts and wakes
 // who should see it.
 func (s *Syncer) sendReceipt(ctx context.Context, userID id.UserID, roomID id.RoomID, typ string, eventID id.EventID, thread string, threaded bool) error {
@@ -187,8 +221,8 @@ func (s *Syncer) sendReceipt(ctx context.Context, userID id.UserID, roomID id.Ro
 		switch {
 		case thread == "main" && evThread != "":
 			return httputil.InvalidParam("%s is in a thread, not in the main timeline", eventID)
-		case thread != "main" && evThread != thread && string(eventID) != thread:
-			return httputil.InvalidParam("%s is not in thread %s", eventID, thread)
+		case thread != "main" && evThread != thread && string(eventID) != thread && !s.relatesTo(ctx, ev.Event, id.EventID(thread)):
+			return httputil.InvalidParam("%s is not related to thread %s", eventID, thread)
 		}
 	}
 	rec := &storedReceipt{user: userID, typ: typ, thread: thread, eventID: eventID, eventPos: ev.StreamPos, ts: nowMS()}

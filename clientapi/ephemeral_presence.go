@@ -79,11 +79,13 @@ func (p *presenceStore) current() int64 { return p.tracker.Current() }
 // get returns a user's presence (offline when never set), loading it once.
 func (p *presenceStore) get(ctx context.Context, user id.UserID) (presenceState, error) {
 	p.mu.Lock()
-	st, ok := p.users[user]
-	p.mu.Unlock()
-	if ok {
-		return *st, nil
+	if st, ok := p.users[user]; ok {
+		// Copied under the lock: set updates entries in place.
+		cur := *st
+		p.mu.Unlock()
+		return cur, nil
 	}
+	p.mu.Unlock()
 	loaded := &presenceState{state: presenceOffline}
 	err := p.db.QueryRow(ctx, `SELECT state, status_msg, last_active_ts, stream_pos FROM presence WHERE user_id = $1`, string(user)).
 		Scan(&loaded.state, &loaded.statusMsg, &loaded.lastActive, &loaded.pos)

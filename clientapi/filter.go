@@ -48,6 +48,10 @@ type RoomEventFilter struct {
 	NotRooms                  []string `json:"not_rooms,omitempty"`
 	Rooms                     []string `json:"rooms,omitempty"`
 	ContainsURL               *bool    `json:"contains_url,omitempty"`
+	// RelTypes and NotRelTypes keep or drop events by the rel_type of their
+	// own m.relates_to (MSC3874, unstable names; applied by /messages).
+	RelTypes    []string `json:"org.matrix.msc3874.rel_types,omitempty"`
+	NotRelTypes []string `json:"org.matrix.msc3874.not_rel_types,omitempty"`
 }
 
 // RoomFilter is the spec's RoomFilter.
@@ -63,7 +67,7 @@ type RoomFilter struct {
 
 // ParseFilter decodes and validates a filter against the spec's schema: wrong
 // types give M_BAD_JSON / M_NOT_JSON, values outside it M_BAD_JSON (room IDs
-// must start with '!', senders with '@', limits be positive, event_format be
+// must start with '!', senders with '@', limits not be negative, event_format be
 // client or federation).
 func ParseFilter(b []byte) (*Filter, error) {
 	var f Filter
@@ -113,8 +117,11 @@ func (f *EventFilter) validate(name string) error {
 	if f == nil {
 		return nil
 	}
-	if f.Limit != nil && *f.Limit <= 0 {
-		return httputil.BadJSON("%s.limit must be greater than 0", name)
+	// The spec asks for a limit greater than 0, but clients send 0 to get
+	// rooms without their timelines (Synapse accepts any number); only a
+	// negative limit is refused.
+	if f.Limit != nil && *f.Limit < 0 {
+		return httputil.BadJSON("%s.limit must not be negative", name)
 	}
 	if err := checkIDs(name+".senders", f.Senders, '@'); err != nil {
 		return err

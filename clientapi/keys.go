@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math"
 	"net/http"
 	"sync"
@@ -24,6 +25,12 @@ import (
 type RemoteKeys interface {
 	QueryKeys(ctx context.Context, server string, req map[id.UserID][]id.DeviceID) (*e2ee.QueryResult, error)
 	ClaimKeys(ctx context.Context, server string, req map[id.UserID]map[id.DeviceID]string) (e2ee.ClaimResult, error)
+}
+
+// DeviceListResyncer refreshes cached device lists of remote users from their
+// servers in the background; the federation API's RemoteKeys implements it.
+type DeviceListResyncer interface {
+	ResyncDeviceLists(users []id.UserID)
 }
 
 // RemoteToDevice sends to-device messages to users on another server (the
@@ -141,6 +148,9 @@ func (a *API) queryKeys(w http.ResponseWriter, r *http.Request, d *Device) error
 	if err != nil {
 		return keysErr(err)
 	}
+	if len(remote) > 0 {
+		a.cachedRemoteKeys(ctx, d.UserID, remote, res)
+	}
 	out := queryResponse{QueryResult: res, Failures: map[string]map[string]any{}}
 	fanOut(ctx, remote, remoteTimeout(req.Timeout), a.opts.RemoteKeys == nil,
 		func(ctx context.Context, srv string, q map[id.UserID][]id.DeviceID) (*e2ee.QueryResult, error) {
@@ -169,6 +179,43 @@ func (a *API) queryKeys(w http.ResponseWriter, r *http.Request, d *Device) error
 		})
 	httputil.RespondJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// cachedRemoteKeys answers, from the remote device-list cache, for the remote
+// users it can (those sharing a room with requester, with a fresh entry): their
+// keys go into res and they are taken out of remote, which is left with the
+// users to ask their servers about. Users who share a room with requester but
+// are not cached are fetched in the background for next time. A failing cache
+// only means asking the servers.
+func (a *API) cachedRemoteKeys(ctx context.Context, requester id.UserID, remote map[string]map[id.UserID][]id.DeviceID, res *e2ee.QueryResult) {
+	want := map[id.UserID][]id.DeviceID{}
+	for _, users := range remote {
+		for u, devs := range users {
+			want[u] = devs
+		}
+	}
+	cached, resync, err := a.opts.Keys.CachedRemoteKeys(ctx, requester, want)
+	if err != nil {
+		slog.WarnContext(ctx, "reading cached remote device lists", "err", err)
+		return
+	}
+	for u, devs := range cached.DeviceKeys {
+		res.DeviceKeys[u] = devs
+		if k, ok := cached.MasterKeys[u]; ok {
+			res.MasterKeys[u] = k
+		}
+		if k, ok := cached.SelfSigningKeys[u]; ok {
+			res.SelfSigningKeys[u] = k
+		}
+		srv := u.Homeserver()
+		delete(remote[srv], u)
+		if len(remote[srv]) == 0 {
+			delete(remote, srv)
+		}
+	}
+	if r, ok := a.opts.RemoteKeys.(DeviceListResyncer); ok && len(resync) > 0 {
+		r.ResyncDeviceLists(resync)
+	}
 }
 
 // fanOut asks each remote server concurrently, bounded by timeout, and hands

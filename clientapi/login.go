@@ -30,12 +30,14 @@ func (a *API) registerAuthRoutes(r *mux.Router) {
 
 // GET /login
 func (a *API) getLogin(w http.ResponseWriter, r *http.Request) error {
-	httputil.RespondJSON(w, http.StatusOK, map[string]any{
-		"flows": []map[string]any{
-			{"type": "m.login.password"},
-			{"type": "m.login.token", "get_login_token": true},
-		},
-	})
+	flows := []map[string]any{
+		{"type": "m.login.password"},
+		{"type": "m.login.token", "get_login_token": true},
+	}
+	if len(a.opts.AppServices.All()) > 0 {
+		flows = append(flows, map[string]any{"type": appServiceLoginType})
+	}
+	httputil.RespondJSON(w, http.StatusOK, map[string]any{"flows": flows})
 	return nil
 }
 
@@ -54,8 +56,10 @@ type loginRequest struct {
 
 // POST /login
 func (a *API) postLogin(w http.ResponseWriter, r *http.Request) error {
-	if err := a.loginLimit.check(r); err != nil {
-		return err
+	if as := a.requestAppService(r); as == nil || as.RateLimited {
+		if err := a.loginLimit.check(r); err != nil {
+			return err
+		}
 	}
 	var req loginRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -105,6 +109,12 @@ func (a *API) postLogin(w http.ResponseWriter, r *http.Request) error {
 		}
 		if acc.Deactivated {
 			return httputil.UserDeactivated("This account has been deactivated")
+		}
+		localpart = lp
+	case appServiceLoginType:
+		lp, err := a.appServiceLogin(ctx, r, &req)
+		if err != nil {
+			return err
 		}
 		localpart = lp
 	default:
@@ -290,10 +300,19 @@ func (a *API) deleteDevices(ctx context.Context, localpart string, deviceIDs []s
 	return nil
 }
 
-// afterDevicesDeleted removes the deleted devices' E2EE keys, once a keys module
+// afterDevicesDeleted tells /sync that deleting the devices changed account
+// data (their MSC3890 notification settings go with them), forgets the
+// pushers that went with them, and removes their E2EE keys, once a keys module
 // is wired in.
 func (a *API) afterDevicesDeleted(ctx context.Context, localpart string, deviceIDs []string) {
-	if a.opts.DeviceKeys == nil || len(deviceIDs) == 0 {
+	if len(deviceIDs) == 0 {
+		return
+	}
+	if a.opts.Sync != nil {
+		a.opts.Sync.AccountDataChanged(a.userID(localpart))
+	}
+	a.push.refreshUser(ctx, localpart)
+	if a.opts.DeviceKeys == nil {
 		return
 	}
 	ids := make([]id.DeviceID, len(deviceIDs))

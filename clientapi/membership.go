@@ -1,15 +1,18 @@
 package clientapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
 
 	"github.com/gorilla/mux"
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
@@ -95,7 +98,7 @@ func viaParams(r *http.Request) ([]string, error) {
 
 // POST /join/{roomIdOrAlias}
 func (a *API) joinByIDOrAlias(w http.ResponseWriter, r *http.Request, d *Device) error {
-	return a.handleJoin(w, r, d, mux.Vars(r)["roomIdOrAlias"])
+	return a.handleJoin(w, r, d, mux.Vars(r)["roomIdOrAlias"], true)
 }
 
 // POST /rooms/{roomId}/join
@@ -104,13 +107,28 @@ func (a *API) joinByID(w http.ResponseWriter, r *http.Request, d *Device) error 
 	if err != nil {
 		return err
 	}
-	return a.handleJoin(w, r, d, string(roomID))
+	return a.handleJoin(w, r, d, string(roomID), false)
 }
 
-func (a *API) handleJoin(w http.ResponseWriter, r *http.Request, d *Device, target string) error {
-	var body membershipBody
-	if err := decodeOptionalJSON(r, &body); err != nil {
+// POST /join/{roomIdOrAlias} keeps the other members of its body (as Synapse
+// does): they become part of the join event's content, e.g. a displayname for
+// this room. POST /rooms/{roomId}/join takes only reason and third_party_signed.
+func (a *API) handleJoin(w http.ResponseWriter, r *http.Request, d *Device, target string, customContent bool) error {
+	raw, err := readBody(r)
+	if err != nil {
 		return err
+	}
+	var body membershipBody
+	var extra map[string]json.RawMessage
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := unmarshalObject(raw, &body); err != nil {
+			return err
+		}
+		if customContent {
+			if err := json.Unmarshal(raw, &extra); err != nil {
+				return httputil.BadJSON("Request body must be a JSON object")
+			}
+		}
 	}
 	if err := body.validate(); err != nil {
 		return err
@@ -122,7 +140,7 @@ func (a *API) handleJoin(w http.ResponseWriter, r *http.Request, d *Device, targ
 	if err != nil {
 		return err
 	}
-	roomID, err := a.join(r.Context(), d, target, via, body.Reason, "join")
+	roomID, err := a.join(r.Context(), d, target, via, body.Reason, "join", extra)
 	if err != nil {
 		return err
 	}
@@ -143,7 +161,7 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request, d *Device) error {
 	if err != nil {
 		return err
 	}
-	roomID, err := a.join(r.Context(), d, mux.Vars(r)["roomIdOrAlias"], via, body.Reason, "knock")
+	roomID, err := a.join(r.Context(), d, mux.Vars(r)["roomIdOrAlias"], via, body.Reason, "knock", nil)
 	if err != nil {
 		return err
 	}
@@ -152,7 +170,9 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request, d *Device) error {
 }
 
 // join joins (or knocks on, with membership "knock") a room by ID or alias.
-func (a *API) join(ctx context.Context, d *Device, target string, via []string, reason *string, membership string) (id.RoomID, error) {
+// extra holds client-chosen members of the event content (see
+// reservedMemberKeys); they are used for rooms this server is in.
+func (a *API) join(ctx context.Context, d *Device, target string, via []string, reason *string, membership string, extra map[string]json.RawMessage) (id.RoomID, error) {
 	rs := a.opts.Roomserver
 	var roomID id.RoomID
 	switch {
@@ -203,6 +223,11 @@ func (a *API) join(ctx context.Context, d *Device, target string, via []string, 
 	content, err := a.memberContent(ctx, d.Localpart, membership, reason)
 	if err != nil {
 		return "", err
+	}
+	for k, v := range extra {
+		if !reservedMemberKeys[k] {
+			content[k] = v
+		}
 	}
 	if membership == "join" && current != "invite" {
 		switch contentString(cur[1], "join_rule") {
@@ -368,6 +393,57 @@ func (a *API) restrictedJoinAuthoriser(ctx context.Context, roomID id.RoomID, jo
 	return "", false
 }
 
+// reservedMemberKeys are the members of an m.room.member content a client
+// does not choose through the body of POST /join: the membership itself, the
+// request's own parameters, and join_authorised_via_users_server, which only
+// the authorising server may set (its signature must be on the event).
+var reservedMemberKeys = map[string]bool{
+	"membership":                       true,
+	"reason":                           true,
+	"third_party_signed":               true,
+	"join_authorised_via_users_server": true,
+}
+
+// memberStateContent prepares the content of an m.room.member event a client
+// sends with PUT /rooms/{roomId}/state. join_authorised_via_users_server is
+// dropped: it is the authorising server's to set, and a client echoing an old
+// join's content would otherwise produce an event that fails the auth rules
+// ("If content has a join_authorised_via_users_server property ... If the event
+// is not validly signed by the homeserver of the user ID denoted by the key,
+// reject", room version 8+). A user joining a restricted room they are not
+// joined or invited to gets a local authoriser, as with POST /join.
+func (a *API) memberStateContent(ctx context.Context, roomID id.RoomID, sender id.UserID, stateKey string, content []byte) ([]byte, error) {
+	const key = "join_authorised_via_users_server"
+	if gjson.GetBytes(content, key).Exists() {
+		c, err := sjson.DeleteBytes(content, key)
+		if err != nil {
+			return nil, httputil.BadJSON("Invalid content")
+		}
+		content = c
+	}
+	if gjson.GetBytes(content, "membership").Str != "join" || stateKey != string(sender) {
+		return content, nil
+	}
+	cur, err := a.opts.Roomserver.CurrentStateEvents(ctx, roomID, []pdu.StateKey{memberKey(sender), keyJoinRules})
+	if err != nil {
+		return nil, roomErr(err)
+	}
+	if m := membershipOf(cur[0]); m == "join" || m == "invite" {
+		return content, nil
+	}
+	switch contentString(cur[1], "join_rule") {
+	case "restricted", "knock_restricted":
+		if via, ok := a.restrictedJoinAuthoriser(ctx, roomID, cur[1], sender); ok {
+			c, err := sjson.SetBytes(content, key, via)
+			if err != nil {
+				return nil, internalErr(err)
+			}
+			content = c
+		}
+	}
+	return content, nil
+}
+
 // memberContent is the content of a member event for a local user, with their
 // display name and avatar (Client-Server API, "m.room.member").
 func (a *API) memberContent(ctx context.Context, localpart, membership string, reason *string) (map[string]any, error) {
@@ -436,6 +512,18 @@ func (a *API) removeGuests(ctx context.Context, roomID id.RoomID) {
 	}
 }
 
+// inviteStateEvent writes a state event for the stripped state of an invite
+// or knock (Client-Server API, "Stripped state"): content, sender, state_key
+// and type, except the m.room.create event of rooms whose ID is the create
+// event's hash (room version 12+), which goes whole (MSC4311), so that the
+// room's creator and the room ID can be checked before joining.
+func inviteStateEvent(e *events.Event) json.RawMessage {
+	if e.Type() == "m.room.create" && e.Version() != nil && e.Version().RoomIDIsCreateEventID {
+		return json.RawMessage(e.JSON())
+	}
+	return strippedEvent(e)
+}
+
 // POST /rooms/{roomId}/invite
 func (a *API) invite(w http.ResponseWriter, r *http.Request, d *Device) error {
 	ctx := r.Context()
@@ -487,11 +575,18 @@ func (a *API) inviteUser(ctx context.Context, roomID id.RoomID, inviter, target 
 	}
 	if target.Homeserver() == a.cfg.ServerName {
 		acct, err := a.accounts.Get(ctx, target.Localpart())
+		if accounts.IsNotFound(err) && a.queryAppServiceUser(ctx, target) {
+			// An application service knew the user and has just registered it.
+			acct, err = a.accounts.Get(ctx, target.Localpart())
+		}
 		if accounts.IsNotFound(err) || (err == nil && acct.Deactivated) {
 			return httputil.NotFound("Unknown user %s", target)
 		}
 		if err != nil {
 			return internalErr(err)
+		}
+		if err := a.checkInvitePermission(ctx, target, inviter); err != nil {
+			return err // MSC4155: the invitee blocks invites from inviter
 		}
 		prof, err := a.memberContent(ctx, target.Localpart(), "invite", reason)
 		if err != nil {
@@ -566,9 +661,12 @@ func (a *API) leaveRoom(ctx context.Context, roomID id.RoomID, userID id.UserID,
 	if done, err := a.retractRemoteKnock(ctx, roomID, userID); done || err != nil {
 		return err
 	}
-	m, _, err := a.opts.Roomserver.Membership(ctx, roomID, userID)
+	m, member, err := a.opts.Roomserver.Membership(ctx, roomID, userID)
 	if err != nil {
 		return roomErr(err)
+	}
+	if err := a.refuseNoticeRejection(m, member); err != nil {
+		return err
 	}
 	switch m {
 	case "leave":
@@ -682,28 +780,50 @@ func (a *API) unforget(ctx context.Context, userID id.UserID, roomID id.RoomID) 
 	logIfErr(ctx, "clearing forgotten room", err)
 }
 
-// ForgottenRooms returns the rooms userID has forgotten and not returned to
-// (their membership is leave or ban): /sync leaves them out.
-func (a *API) ForgottenRooms(ctx context.Context, userID id.UserID) (map[id.RoomID]struct{}, error) {
+// forgotRoom reports whether userID has forgotten the room (and not come back
+// since): the room's history is then closed to them, as to a non-member.
+func (a *API) forgotRoom(ctx context.Context, userID id.UserID, roomID id.RoomID) (bool, error) {
+	rows, err := a.db.Query(ctx, `SELECT 1 FROM room_forgotten WHERE user_id = $1 AND room_id = $2`, string(userID), string(roomID))
+	if err != nil {
+		return false, err
+	}
+	found := rows.Next()
+	rows.Close()
+	return found, rows.Err()
+}
+
+// forgottenRoomIDs returns the rooms marked forgotten for userID (a mark is
+// cleared when the user is invited or joins again).
+func (a *API) forgottenRoomIDs(ctx context.Context, userID id.UserID) (map[id.RoomID]struct{}, error) {
 	rows, err := a.db.Query(ctx, `SELECT room_id FROM room_forgotten WHERE user_id = $1`, string(userID))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading forgotten rooms: %w", err)
 	}
-	var rooms []id.RoomID
+	out := map[id.RoomID]struct{}{}
 	for rows.Next() {
 		var r string
 		if err := rows.Scan(&r); err != nil {
 			rows.Close()
-			return nil, err
+			return nil, fmt.Errorf("reading forgotten rooms: %w", err)
 		}
-		rooms = append(rooms, id.RoomID(r))
+		out[id.RoomID(r)] = struct{}{}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading forgotten rooms: %w", err)
+	}
+	return out, nil
+}
+
+// ForgottenRooms returns the rooms userID has forgotten and not returned to
+// (their membership is leave or ban): /sync leaves them out.
+func (a *API) ForgottenRooms(ctx context.Context, userID id.UserID) (map[id.RoomID]struct{}, error) {
+	marked, err := a.forgottenRoomIDs(ctx, userID)
+	if err != nil {
 		return nil, err
 	}
-	out := make(map[id.RoomID]struct{}, len(rooms))
-	for _, r := range rooms {
+	out := make(map[id.RoomID]struct{}, len(marked))
+	for r := range marked {
 		m, _, err := a.opts.Roomserver.Membership(ctx, r, userID)
 		if err != nil && !errors.Is(err, roomserver.ErrRoomNotFound) {
 			return nil, err

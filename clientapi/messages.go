@@ -18,6 +18,7 @@ import (
 	"hearth/clientapi/syncstream"
 	"hearth/httputil"
 	"hearth/roomserver"
+	"hearth/roomserver/events"
 )
 
 // Room events: sending (messages, state, redactions) and reading (single events,
@@ -177,9 +178,10 @@ func gapAfter(e *roomserver.StoredEvent) roomserver.TopoPos {
 
 // historyAccess decides whether userID may read the room's history at all:
 // joined members may; users who left or were banned may, up to their last member
-// event (cutoff); others (never members, invited, knocking) only if the room is
-// world_readable ("In all cases except world_readable, a user needs to join a
-// room to view events in that room"). History visibility then filters each event.
+// event (cutoff), unless they forgot the room (POST /forget); others (never
+// members, invited, knocking) only if the room is world_readable ("In all cases
+// except world_readable, a user needs to join a room to view events in that
+// room"). History visibility then filters each event.
 func (a *API) historyAccess(ctx context.Context, roomID id.RoomID, userID id.UserID) (cutoff *roomserver.StoredEvent, err error) {
 	rs := a.opts.Roomserver
 	cur, err := rs.CurrentStateEvents(ctx, roomID, []pdu.StateKey{memberKey(userID), keyHistory})
@@ -195,7 +197,13 @@ func (a *API) historyAccess(ctx context.Context, roomID id.RoomID, userID id.Use
 	case historyVisibility(cur[1]) == "world_readable":
 		return nil, nil
 	case cur[0] != nil && (m == "leave" || m == "ban"):
-		return cur[0], nil
+		forgot, err := a.forgotRoom(ctx, userID, roomID)
+		if err != nil {
+			return nil, internalErr(err)
+		}
+		if !forgot {
+			return cur[0], nil
+		}
 	}
 	return nil, httputil.Forbidden("You are not a member of this room")
 }
@@ -253,6 +261,9 @@ func readContent(r *http.Request) ([]byte, error) {
 
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}
 func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if delayed, err := a.delayedSend(w, r, d, false); delayed {
+		return err // MSC4140: scheduled, not sent
+	}
 	roomID, err := roomIDParam(r)
 	if err != nil {
 		return err
@@ -297,9 +308,25 @@ func txnParam(r *http.Request) (string, error) {
 // sendEvent sends a message or state event for the requester.
 func (a *API) sendEvent(ctx context.Context, d *Device, roomID id.RoomID, evType string, stateKey *string, content []byte) (id.EventID, error) {
 	rs := a.opts.Roomserver
+	if evType == "m.room.create" {
+		// A room has one create event, made with the room (POST /createRoom).
+		return "", httputil.InvalidParam("m.room.create can only be sent by creating a room")
+	}
 	if stateKey == nil || evType != "m.room.member" {
 		if err := a.requireJoined(ctx, roomID, d.UserID); err != nil {
 			return "", err
+		}
+	}
+	if stateKey != nil && evType != "m.room.member" {
+		if evType == keyPower.Type && *stateKey == "" {
+			if err := a.checkPowerLevelsCreators(ctx, roomID, content); err != nil {
+				return "", err
+			}
+		}
+		if prev, err := a.sameStateEvent(ctx, roomID, d.UserID, evType, *stateKey, content); err != nil {
+			return "", err
+		} else if prev != "" {
+			return prev, nil
 		}
 	}
 	req := roomserver.SendRequest{Type: evType, StateKey: stateKey, Sender: d.UserID, Content: content}
@@ -333,8 +360,66 @@ func (a *API) sendEvent(ctx context.Context, d *Device, roomID id.RoomID, evType
 	return out.Event.ID(), nil
 }
 
+// sameStateEvent returns the ID of the room's current state event at
+// (evType, stateKey) when sender sent it with the same content: sending it again
+// changes nothing, so the existing event is the answer (as Synapse does; the
+// Client-Server API makes PUT /state idempotent this way). "" when there is none.
+func (a *API) sameStateEvent(ctx context.Context, roomID id.RoomID, sender id.UserID, evType, stateKey string, content []byte) (id.EventID, error) {
+	cur, err := a.opts.Roomserver.CurrentStateEvents(ctx, roomID, []pdu.StateKey{{Type: evType, StateKey: stateKey}})
+	if err != nil {
+		return "", roomErr(err)
+	}
+	prev := cur[0]
+	if prev == nil || prev.Sender() != sender || prev.RedactedBy != "" {
+		return "", nil
+	}
+	want, err := events.CanonicalJSON(content)
+	if err != nil {
+		return "", nil // not canonical JSON: the room engine will say what is wrong
+	}
+	have, err := events.CanonicalJSON(prev.Content())
+	if err != nil || !bytes.Equal(want, have) {
+		return "", nil
+	}
+	return prev.ID(), nil
+}
+
+// checkPowerLevelsCreators refuses m.room.power_levels content that lists a
+// room creator in users, in room versions where creators have unlimited power
+// (room version 12, authorization rules: "If the users property in content
+// contains any of the creators, reject"). It is the request that is wrong, so
+// the answer is 400 rather than the 403 of a failed auth check (as Synapse).
+func (a *API) checkPowerLevelsCreators(ctx context.Context, roomID id.RoomID, content []byte) error {
+	users := gjson.GetBytes(content, "users")
+	if !users.IsObject() {
+		return nil
+	}
+	pl, err := a.roomPower(ctx, roomID)
+	if err != nil {
+		return roomErr(err)
+	}
+	if len(pl.creators) == 0 {
+		return nil
+	}
+	var listed string
+	users.ForEach(func(k, _ gjson.Result) bool {
+		if pl.creators[id.UserID(k.Str)] {
+			listed = k.Str
+			return false
+		}
+		return true
+	})
+	if listed != "" {
+		return httputil.BadJSON("Room creator %s must not appear in users: creators have unlimited power", listed)
+	}
+	return nil
+}
+
 // PUT /rooms/{roomId}/state/{eventType}/{stateKey}
 func (a *API) putState(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if delayed, err := a.delayedSend(w, r, d, true); delayed {
+		return err // MSC4140: scheduled, not sent
+	}
 	ctx := r.Context()
 	roomID, err := roomIDParam(r)
 	if err != nil {
@@ -362,6 +447,16 @@ func (a *API) putState(w http.ResponseWriter, r *http.Request, d *Device) error 
 			if err := a.checkGuestJoin(ctx, roomID); err != nil {
 				return err
 			}
+		}
+		if invitee := id.UserID(stateKey); gjson.GetBytes(content, "membership").Str == "invite" && invitee.Homeserver() == a.cfg.ServerName {
+			if err := a.checkInvitePermission(ctx, invitee, d.UserID); err != nil {
+				return err // MSC4155
+			}
+		}
+	}
+	if evType == "m.room.member" {
+		if content, err = a.memberStateContent(ctx, roomID, d.UserID, stateKey, content); err != nil {
+			return err
 		}
 	}
 	eventID, err := a.sendEvent(ctx, d, roomID, evType, &stateKey, content)
@@ -587,7 +682,7 @@ func roomEventFilter(s string) (*RoomEventFilter, error) {
 
 // matchEvent reports whether an event passes a RoomEventFilter (Client-Server
 // API, "Filtering"): types and senders with their exclusions ("*" wildcards in
-// types), rooms, and contains_url.
+// types), rooms, contains_url, and relation types (MSC3874).
 func matchEvent(f *RoomEventFilter, e *roomserver.StoredEvent) bool {
 	if f == nil {
 		return true
@@ -604,6 +699,17 @@ func matchEvent(f *RoomEventFilter, e *roomserver.StoredEvent) bool {
 	if f.ContainsURL != nil {
 		has := gjson.GetBytes(e.Content(), "url").Type == gjson.String
 		if has != *f.ContainsURL {
+			return false
+		}
+	}
+	if f.RelTypes != nil || len(f.NotRelTypes) > 0 {
+		// MSC3874: events without a relation pass only when no rel_types are
+		// required.
+		rel := gjson.GetBytes(e.Content(), `m\.relates_to.rel_type`)
+		if f.RelTypes != nil && (rel.Type != gjson.String || !containsString(f.RelTypes, rel.Str)) {
+			return false
+		}
+		if rel.Type == gjson.String && containsString(f.NotRelTypes, rel.Str) {
 			return false
 		}
 	}
@@ -767,6 +873,12 @@ func (a *API) getMessages(w http.ResponseWriter, r *http.Request, d *Device) err
 	if err != nil {
 		return err
 	}
+	// Whether the user may read the room at all comes first: a room they
+	// cannot see answers 403 whatever the parameters (as Synapse).
+	cutoff, err := a.historyAccess(ctx, roomID, d.UserID)
+	if err != nil {
+		return err
+	}
 	q := r.URL.Query()
 	dir, err := dirParam(q.Get("dir"), 0)
 	if err != nil {
@@ -777,10 +889,6 @@ func (a *API) getMessages(w http.ResponseWriter, r *http.Request, d *Device) err
 		return err
 	}
 	f, err := roomEventFilter(q.Get("filter"))
-	if err != nil {
-		return err
-	}
-	cutoff, err := a.historyAccess(ctx, roomID, d.UserID)
 	if err != nil {
 		return err
 	}

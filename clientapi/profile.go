@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
@@ -29,6 +28,9 @@ var profileKeyPattern = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z]
 
 // maxDisplayName is the longest display name accepted (as Synapse).
 const maxDisplayName = 256
+
+// maxAvatarURL is the longest avatar_url accepted, in bytes (as Synapse).
+const maxAvatarURL = 1000
 
 // parseUserIDParam validates a user ID from a path.
 func parseUserIDParam(s string) (id.UserID, string, string, error) {
@@ -175,8 +177,10 @@ func (a *API) setProfileField(w http.ResponseWriter, r *http.Request, d *Device,
 }
 
 // validateProfileValue checks the value types the spec fixes: strings for
-// displayname and m.tz, an MXC URI for avatar_url ("" or null clear those two
-// legacy fields); custom fields may hold any JSON.
+// displayname, avatar_url and m.tz ("" or null clear the first two); custom
+// fields may hold any JSON. avatar_url is meant to be an MXC URI, but the spec
+// does not require one and clients do store other strings (Synapse accepts
+// any), so only its length is bounded.
 func validateProfileValue(key string, v json.RawMessage) error {
 	isNull := bytes.Equal(bytes.TrimSpace(v), []byte("null"))
 	var s string
@@ -191,8 +195,8 @@ func validateProfileValue(key string, v json.RawMessage) error {
 		if key == "displayname" && utf8.RuneCountInString(s) > maxDisplayName {
 			return httputil.InvalidParam("Display names may be at most %d characters", maxDisplayName)
 		}
-		if key == "avatar_url" && s != "" && !validMXC(s) {
-			return httputil.InvalidParam("avatar_url must be an mxc:// URI")
+		if key == "avatar_url" && len(s) > maxAvatarURL {
+			return httputil.InvalidParam("avatar_url may be at most %d bytes", maxAvatarURL)
 		}
 	case "m.tz":
 		if json.Unmarshal(v, &s) != nil {
@@ -200,14 +204,4 @@ func validateProfileValue(key string, v json.RawMessage) error {
 		}
 	}
 	return nil
-}
-
-// validMXC checks the mxc://server/media-id shape.
-func validMXC(s string) bool {
-	rest, ok := strings.CutPrefix(s, "mxc://")
-	if !ok {
-		return false
-	}
-	server, media, ok := strings.Cut(rest, "/")
-	return ok && server != "" && media != "" && !strings.ContainsAny(media, "/?#")
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"sync"
 
 	"github.com/gorilla/mux"
+	"maunium.net/go/mautrix/id"
 
 	"hearth/clientapi/pushrules"
 	"hearth/httputil"
@@ -28,6 +30,7 @@ func (a *API) registerPushRuleRoutes(r *mux.Router) {
 	handle(r, v3R0, rule+"/enabled", a.authed(a.putPushRuleEnabled, 0), http.MethodPut)
 	handle(r, v3R0, rule+"/actions", a.authed(a.getPushRuleActions, 0), http.MethodGet)
 	handle(r, v3R0, rule+"/actions", a.authed(a.putPushRuleActions, 0), http.MethodPut)
+	a.registerPusherRoutes(r)
 }
 
 // pushRuleset returns a user's full rule set (defaults merged with their changes).
@@ -207,7 +210,7 @@ func (a *API) putPushRule(w http.ResponseWriter, r *http.Request, d *Device) err
 	if rule.Actions, err = parseActionsField(body); err != nil {
 		return err
 	}
-	if k == pushrules.Override || k == pushrules.Underride {
+	if k.HasConditions() {
 		if raw, ok := body["conditions"]; ok {
 			if err := json.Unmarshal(raw, &rule.Conditions); err != nil {
 				return httputil.BadJSON("conditions: %v", err)
@@ -302,3 +305,53 @@ func (a *API) changePushRules(w http.ResponseWriter, r *http.Request, d *Device,
 	httputil.RespondJSON(w, http.StatusOK, struct{}{})
 	return nil
 }
+
+// carryOverPushRules gives newRoom, which replaced oldRoom, a local user's push
+// rules about oldRoom, when the user joins it: "When a user joins the new room,
+// the server should automatically transfer/replicate some of the user's
+// personalized settings such as notifications" (Client-Server API, "Room
+// Upgrades", "Server behaviour"). It is called by the notification worker for
+// every local join in a room with a predecessor, whether the upgrade happened
+// here or on another server; rules the user already has for the new room are
+// kept. Failures are logged: the join itself has happened.
+func (a *API) carryOverPushRules(ctx context.Context, userID id.UserID, oldRoom, newRoom id.RoomID) {
+	lp, _, err := userID.Parse()
+	if err != nil {
+		return
+	}
+	// Look before writing: most joins have nothing to carry over.
+	doc, err := a.accounts.PushRules(ctx, lp)
+	if err != nil {
+		slog.ErrorContext(ctx, "reading push rules for a room upgrade", "user", userID, "err", err)
+		return
+	}
+	probe, err := pushrules.ParseUserRules(doc)
+	if err != nil || !probe.CopyRoomRules(string(oldRoom), string(newRoom)) {
+		return
+	}
+	_, err = a.accounts.UpdatePushRules(ctx, lp, func(old []byte) ([]byte, error) {
+		u, err := pushrules.ParseUserRules(old)
+		if err != nil {
+			return nil, err
+		}
+		if !u.CopyRoomRules(string(oldRoom), string(newRoom)) {
+			return nil, errNoPushRuleChange
+		}
+		return u.Marshal()
+	})
+	a.pushRules.invalidate(lp)
+	switch {
+	case errors.Is(err, errNoPushRuleChange):
+		return
+	case err != nil:
+		slog.ErrorContext(ctx, "copying push rules to an upgraded room", "user", userID, "room", newRoom, "err", err)
+		return
+	}
+	if a.opts.Sync != nil {
+		a.opts.Sync.AccountDataChanged(userID)
+	}
+}
+
+// errNoPushRuleChange rolls back a push rule update that turned out to change
+// nothing.
+var errNoPushRuleChange = errors.New("push rules unchanged")

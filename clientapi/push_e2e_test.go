@@ -2,10 +2,13 @@ package clientapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 
 	hpush "hearth/clientapi/pushrules"
@@ -36,7 +39,7 @@ func TestPushRulesAPI(t *testing.T) {
 		alice := registerUser(t, s, "alice")
 		a := alice.api
 		rs, err := alice.cli.GetPushRules(ctx)
-		if err != nil || len(rs.Override) != 12 || len(rs.Underride) != 5 || len(rs.Content) != 1 || rs.Override[0].RuleID != hpush.RuleMaster {
+		if err != nil || len(rs.Override) != 13 || len(rs.Underride) != 9 || len(rs.Content) != 1 || rs.Override[0].RuleID != hpush.RuleMaster {
 			t.Fatalf("defaults via mautrix: %+v %v", rs, err)
 		}
 		if rs.Content[0].Pattern != "alice" {
@@ -60,8 +63,8 @@ func TestPushRulesAPI(t *testing.T) {
 		if tea.body["default"] != false || tea.body["enabled"] != true || tea.str("pattern") != "tea" {
 			t.Fatalf("tea: %s", tea)
 		}
-		if acts, _ := tea.body["actions"].([]any); len(acts) != 1 {
-			t.Fatalf("dont_notify must be stripped: %s", tea)
+		if acts, _ := tea.body["actions"].([]any); len(acts) != 2 || acts[1] != "dont_notify" {
+			t.Fatalf("dont_notify must be kept as given: %s", tea)
 		}
 		put("x", "?before=nope", map[string]any{"pattern": "x", "actions": []any{}}).expect(t, 400, "M_UNKNOWN")
 		put("x", "?after=.m.rule.contains_user_name", map[string]any{"pattern": "x", "actions": []any{}}).expect(t, 400, "M_UNKNOWN")
@@ -153,5 +156,87 @@ func TestPushRulesAPI(t *testing.T) {
 		a.do("GET", v3+"/pushrules/global/sideways/x", nil).expect(t, 400, "M_INVALID_PARAM")
 		a.do("GET", v3+"/pushrules/global/content/nope", nil).expect(t, 404, "M_NOT_FOUND")
 		newAPI(t, s, "").do("GET", v3+"/pushrules/", nil).expect(t, 401, "M_MISSING_TOKEN")
+	})
+}
+
+// roomRuleActions returns the actions of a user's room rule for roomID as
+// JSON, or "" when there is none.
+func roomRuleActions(t *testing.T, u *user, roomID id.RoomID) string {
+	t.Helper()
+	r := u.api.do("GET", v3+"/pushrules/global/room/"+esc(string(roomID)), nil)
+	if r.status == 404 {
+		return ""
+	}
+	r.expect(t, 200, "")
+	b, _ := json.Marshal(r.body["actions"])
+	return string(b)
+}
+
+// TestPushRulesRoomUpgrade: joining the room that replaced another (through
+// /upgrade or a createRoom naming a predecessor) gives the user a copy of their
+// room rule for the old room, with the historical dont_notify kept as given
+// (Complement's TestPushRuleRoomUpgrade, TestPushRuleCacheHealth).
+func TestPushRulesRoomUpgrade(t *testing.T) {
+	forEachServer(t, func(t *testing.T, s *testserver.Server) {
+		alice := registerUser(t, s, "alice")
+		alice2 := registerUser(t, s, "alice2")
+		bob := registerUser(t, s, "bob")
+		oldRoom := rtCreateRoom(t, alice, map[string]any{"preset": "public_chat", "room_version": "10"})
+		rtJoin(t, alice2, string(oldRoom)).expect(t, 200, "")
+		rtJoin(t, bob, string(oldRoom)).expect(t, 200, "")
+		for _, u := range []*user{alice, alice2} {
+			u.api.do("PUT", v3+"/pushrules/global/room/"+esc(string(oldRoom)), map[string]any{"actions": []string{"dont_notify"}}).expect(t, 200, "")
+			if got := roomRuleActions(t, u, oldRoom); got != `["dont_notify"]` {
+				t.Fatalf("%s's rule before the upgrade: %s", u.id, got)
+			}
+		}
+		settle := func() {
+			t.Helper()
+			if !s.Sync.Settle(10 * time.Second) {
+				t.Fatal("notification worker did not settle")
+			}
+		}
+
+		cases := []struct {
+			name    string
+			upgrade func() id.RoomID
+		}{
+			{"upgrade", func() id.RoomID {
+				r := alice.api.do("POST", v3+"/rooms/"+esc(string(oldRoom))+"/upgrade", map[string]any{"new_version": "11"}).expect(t, 200, "")
+				return id.RoomID(r.str("replacement_room"))
+			}},
+			{"manual upgrade", func() id.RoomID {
+				return rtCreateRoom(t, alice, map[string]any{"preset": "public_chat", "room_version": "11",
+					"creation_content": map[string]any{"predecessor": map[string]any{"room_id": string(oldRoom)}}})
+			}},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				since := syncSince(t, alice2, "", 0).NextBatch
+				newRoom := tc.upgrade()
+				if newRoom == "" {
+					t.Fatal("no new room")
+				}
+				rtJoin(t, alice2, string(newRoom)).expect(t, 200, "")
+				rtJoin(t, bob, string(newRoom)).expect(t, 200, "")
+				settle()
+				for _, u := range []*user{alice, alice2} {
+					if got := roomRuleActions(t, u, newRoom); got != `["dont_notify"]` {
+						t.Errorf("%s's rule for the new room: %q", u.id, got)
+					}
+					if got := roomRuleActions(t, u, oldRoom); got != `["dont_notify"]` {
+						t.Errorf("%s's rule for the old room: %q", u.id, got)
+					}
+				}
+				if got := roomRuleActions(t, bob, newRoom); got != "" {
+					t.Errorf("bob had no rule to carry over, got %s", got)
+				}
+				// The change reaches /sync as m.push_rules account data.
+				r := syncSince(t, alice2, since, 5*time.Second)
+				if c, ok := syncAccountData(t, r, "", "m.push_rules"); !ok || !strings.Contains(c, string(newRoom)) {
+					t.Errorf("m.push_rules in sync: %v %.200s", ok, c)
+				}
+			})
+		}
 	})
 }

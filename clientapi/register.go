@@ -32,6 +32,9 @@ func (a *API) registrationFlows(ctx context.Context) ([][]string, error) {
 }
 
 type registerRequest struct {
+	// Type is m.login.application_service for application services
+	// (appservice.go); otherwise absent.
+	Type                     string          `json:"type"`
 	Auth                     json.RawMessage `json:"auth"`
 	Username                 *string         `json:"username"`
 	Password                 *string         `json:"password"`
@@ -43,8 +46,11 @@ type registerRequest struct {
 
 // POST /register
 func (a *API) register(w http.ResponseWriter, r *http.Request) error {
-	if err := a.registerLimit.check(r); err != nil {
-		return err
+	as := a.requestAppService(r)
+	if as == nil || as.RateLimited {
+		if err := a.registerLimit.check(r); err != nil {
+			return err
+		}
 	}
 	switch kind := r.URL.Query().Get("kind"); kind {
 	case "", "user":
@@ -56,6 +62,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	var req registerRequest
 	if err := decodeOptionalJSON(r, &req); err != nil {
 		return err
+	}
+	if req.Type == appServiceLoginType {
+		return a.registerAppService(w, r, as, &req)
 	}
 	ctx := r.Context()
 	flows, err := a.registrationFlows(ctx)
@@ -165,6 +174,12 @@ func (a *API) checkUsername(ctx context.Context, username string) (string, error
 	}
 	if strings.Trim(lp, "0123456789") == "" {
 		return "", httputil.InvalidUsername("Numeric user IDs are reserved for generated accounts")
+	}
+	if a.cfg.IsReservedLocalpart(lp) {
+		return "", httputil.UserInUse("User ID already taken") // the server notices user
+	}
+	if err := a.checkNotExclusive(a.userID(lp), nil); err != nil {
+		return "", err
 	}
 	taken, err := a.accounts.Exists(ctx, lp)
 	if err != nil {

@@ -260,15 +260,21 @@ func (a *API) planRoom(ctx context.Context, d *Device, req *createRoomRequest) (
 	}
 	p.power = power
 	// Preset state (Client-Server API, POST /createRoom, the preset table).
+	// public_chat's guest_access "forbidden" is what a room without an
+	// m.room.guest_access event has, so, as Synapse and Dendrite do, no event is
+	// sent for it (other servers and Complement expect public rooms without it).
 	joinRule, guest := "invite", "can_join"
 	if preset == "public_chat" {
-		joinRule, guest = "public", "forbidden"
+		joinRule, guest = "public", ""
 	}
 	for _, s := range []stateToSend{
 		{keyJoinRules.Type, "", map[string]any{"join_rule": joinRule}},
 		{keyHistory.Type, "", map[string]any{"history_visibility": "shared"}},
 		{keyGuest.Type, "", map[string]any{"guest_access": guest}},
 	} {
+		if s.typ == keyGuest.Type && guest == "" {
+			continue
+		}
 		if !initialKeys[pdu.StateKey{Type: s.typ}] {
 			p.presetState = append(p.presetState, s)
 		}
@@ -411,6 +417,9 @@ func (a *API) buildRoom(ctx context.Context, d *Device, p *roomPlan) (id.RoomID,
 	}
 	for _, u := range p.invitees {
 		if err := a.inviteUser(ctx, roomID, d.UserID, u, nil, p.isDirect); err != nil {
+			if inviteBlocked(err) {
+				continue // MSC4155: the room is made without the invitee who refuses
+			}
 			return "", err
 		}
 	}

@@ -287,8 +287,10 @@ type userDataCache struct {
 }
 
 type userData struct {
-	pos      int64
-	ignored  map[id.UserID]struct{}
+	pos     int64
+	ignored map[id.UserID]struct{}
+	// invites is the invite permission config (MSC4155; nil: none).
+	invites  *inviteFilter
 	loadedAt time.Time
 }
 
@@ -320,7 +322,11 @@ func (c *userDataCache) get(ctx context.Context, a *API, localpart string) (*use
 		if err != nil {
 			return nil, fmt.Errorf("reading ignored users: %w", err)
 		}
-		d = &userData{pos: pos, ignored: ign, loadedAt: time.Now()}
+		inv, err := a.inviteFilterOf(ctx, localpart)
+		if err != nil {
+			return nil, err
+		}
+		d = &userData{pos: pos, ignored: ign, invites: inv, loadedAt: time.Now()}
 		c.mu.Lock()
 		if c.gen[localpart] != g && attempt < 3 {
 			// A write raced with the load: load again.

@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -72,7 +73,7 @@ type deviceLists struct {
 
 type syncRooms struct {
 	Join   map[id.RoomID]*joinedRoom  `json:"join"`
-	Invite map[id.RoomID]*invitedRoom `json:"invite"`
+	Invite map[id.RoomID]*invitedRoom `json:"invite,omitempty"`
 	Knock  map[id.RoomID]*knockedRoom `json:"knock"`
 	Leave  map[id.RoomID]*leftRoom    `json:"leave"`
 }
@@ -81,6 +82,7 @@ type joinedRoom struct {
 	Summary                   *roomSummary           `json:"summary,omitempty"`
 	State                     *eventBatch            `json:"state,omitempty"`
 	StateAfter                *eventBatch            `json:"state_after,omitempty"`
+	UnstableStateAfter        *eventBatch            `json:"org.matrix.msc4222.state_after,omitempty"`
 	Timeline                  timelineBatch          `json:"timeline"`
 	Ephemeral                 eventBatch             `json:"ephemeral"`
 	AccountData               eventBatch             `json:"account_data"`
@@ -89,10 +91,11 @@ type joinedRoom struct {
 }
 
 type leftRoom struct {
-	State       *eventBatch   `json:"state,omitempty"`
-	StateAfter  *eventBatch   `json:"state_after,omitempty"`
-	Timeline    timelineBatch `json:"timeline"`
-	AccountData eventBatch    `json:"account_data"`
+	State              *eventBatch   `json:"state,omitempty"`
+	StateAfter         *eventBatch   `json:"state_after,omitempty"`
+	UnstableStateAfter *eventBatch   `json:"org.matrix.msc4222.state_after,omitempty"`
+	Timeline           timelineBatch `json:"timeline"`
+	AccountData        eventBatch    `json:"account_data"`
 }
 
 type invitedRoom struct {
@@ -156,11 +159,21 @@ type syncBuilder struct {
 	initial    bool
 	fullState  bool
 	stateAfter bool
+	// stateAfterUnstable: state_after goes under MSC4222's unstable name.
+	stateAfterUnstable bool
 
 	to      syncstream.Token
 	ignored map[id.UserID]struct{}
+	invites *inviteFilter // MSC4155: invites it hides are left out
 	lk      lazyKey
 	roomAD  map[id.RoomID][]json.RawMessage
+	// forgotten: the rooms the user forgot, loaded for the first left room.
+	forgotten map[id.RoomID]struct{}
+	// memberNews and newRooms collect, in an incremental sync, the users
+	// whose join, invite or knock the response carries and the rooms the user
+	// joined since the token: the presence section then covers them.
+	memberNews map[id.UserID]struct{}
+	newRooms   []id.RoomID
 	// dbRooms: rooms with events after since, read from the store when since
 	// predates the in-memory timelines.
 	dbRooms map[id.RoomID]int64
@@ -196,7 +209,7 @@ func (b *syncBuilder) build() error {
 	if err != nil {
 		return err
 	}
-	b.ignored = ud.ignored
+	b.ignored, b.invites = ud.ignored, ud.invites
 	b.to = syncstream.Token{
 		Events: ev, AccountData: ud.pos, Receipts: s.receipts.current(), Typing: s.typing.Current(), Presence: s.presence.current(),
 		Invites: s.invitePos.Load(),
@@ -251,10 +264,12 @@ func (b *syncBuilder) accountData() error {
 	if err != nil {
 		return err
 	}
+	pushRulesSent := false
 	for _, e := range entries {
 		b.to.AccountData = max(b.to.AccountData, e.StreamPos)
 		raw := accountDataEvent(e)
 		if e.RoomID == "" {
+			pushRulesSent = pushRulesSent || e.Type == accounts.PushRulesType
 			if b.f.accountData.matchType(e.Type) {
 				b.resp.AccountData.Events = append(b.resp.AccountData.Events, raw)
 				b.news = true
@@ -269,6 +284,22 @@ func (b *syncBuilder) accountData() error {
 			b.roomAD = map[id.RoomID][]json.RawMessage{}
 		}
 		b.roomAD[rid] = append(b.roomAD[rid], raw)
+	}
+	if b.initial && !pushRulesSent && b.f.accountData.matchType(accounts.PushRulesType) {
+		// A user who never changed their push rules has no m.push_rules
+		// entry; an initial sync still brings the rules in force
+		// (Client-Server API, "Push Rules": clients learn them from /sync).
+		rs, err := b.a.pushRuleset(b.ctx, b.dev.Localpart)
+		if err != nil {
+			return err
+		}
+		content, err := json.Marshal(map[string]any{"global": rs})
+		if err != nil {
+			return fmt.Errorf("encoding push rules: %w", err)
+		}
+		b.resp.AccountData.Events = append(b.resp.AccountData.Events,
+			accountDataEvent(accounts.AccountDataEntry{Type: accounts.PushRulesType, Content: content}))
+		b.news = true
 	}
 	return nil
 }
@@ -309,7 +340,21 @@ func (b *syncBuilder) room(m syncstream.Membership) error {
 			return b.strippedRoom(m, true)
 		}
 	case "leave", "ban":
-		if (b.initial || b.fullState) && b.f.includeLeave || !b.initial && changed {
+		if !b.initial && changed {
+			return b.leftRoom(m)
+		}
+		if (b.initial || b.fullState) && b.f.includeLeave {
+			// Forgotten rooms are not listed again (POST /forget).
+			if b.forgotten == nil {
+				f, err := b.a.forgottenRoomIDs(b.ctx, b.dev.UserID)
+				if err != nil {
+					return err
+				}
+				b.forgotten = f
+			}
+			if _, forgot := b.forgotten[m.RoomID]; forgot {
+				return nil
+			}
 			return b.leftRoom(m)
 		}
 	}
@@ -352,9 +397,16 @@ func (b *syncBuilder) joinedRoom(m syncstream.Membership, newlyJoined bool) erro
 		if newlyJoined {
 			tlSince = 0
 		}
-		if tl, limited, err = b.timeline(roomID, tlSince, b.to.Events); err != nil {
+		if tl, limited, err = b.timeline(roomID, tlSince, b.to.Events, roomserver.TopoPos{}); err != nil {
 			return err
 		}
+	}
+	if newlyJoined && !b.initial {
+		// A room joined since the last sync: its history before the timeline
+		// is the client's to paginate, so the timeline is limited whatever it
+		// holds (as Synapse does for a newly joined room).
+		limited = true
+		b.newRooms = append(b.newRooms, roomID)
 	}
 	summary := full || limited || hasMemberEvent(tl)
 	var heroes []id.UserID
@@ -376,14 +428,15 @@ func (b *syncBuilder) joinedRoom(m syncstream.Membership, newlyJoined bool) erro
 		}
 		jr.Summary = &roomSummary{Heroes: heroes, Joined: joined, Invited: invited}
 	}
-	state, err := b.state(roomID, full, limited, tl, b.to.Events, heroes, newlyJoined)
+	state, err := b.state(roomID, full, limited, tl, b.to.Events, false, heroes, newlyJoined)
 	if err != nil {
 		return err
 	}
 	if err := b.fillTimeline(&jr.Timeline, roomID, tl, limited, full); err != nil {
 		return err
 	}
-	b.setState(&jr.State, &jr.StateAfter, state)
+	b.noteMembers(tl)
+	b.setState(&jr.State, &jr.StateAfter, &jr.UnstableStateAfter, state)
 	// Ephemeral events.
 	if b.f.ephemeral.rooms.match(roomID) {
 		if typingChanged && b.f.ephemeral.matchType("m.typing") {
@@ -452,11 +505,15 @@ func typingEvent(users []id.UserID) json.RawMessage {
 }
 
 // setState puts state events in "state", or in "state_after" when the client
-// asked for use_state_after.
-func (b *syncBuilder) setState(state, stateAfter **eventBatch, evs []json.RawMessage) {
-	if b.stateAfter {
+// asked for use_state_after (in "org.matrix.msc4222.state_after" when it asked
+// with MSC4222's unstable parameter).
+func (b *syncBuilder) setState(state, stateAfter, unstable **eventBatch, evs []json.RawMessage) {
+	switch {
+	case b.stateAfterUnstable:
+		*unstable = &eventBatch{Events: evs}
+	case b.stateAfter:
 		*stateAfter = &eventBatch{Events: evs}
-	} else {
+	default:
 		*state = &eventBatch{Events: evs}
 	}
 }
@@ -471,24 +528,31 @@ func (b *syncBuilder) leftRoom(m syncstream.Membership) error {
 	var err error
 	if m.Pos > 0 {
 		tlSince := b.since.Events
+		var top roomserver.TopoPos
 		if b.initial {
+			// The history up to the leave event, in topological order.
 			tlSince = 0
+			leave, err := b.s.rs.Event(b.ctx, m.EventID)
+			if err != nil {
+				return err
+			}
+			top = roomserver.TopoPos{Depth: leave.Depth(), Stream: m.Pos + 1}
 		}
-		if tl, limited, err = b.timeline(roomID, tlSince, m.Pos); err != nil {
+		if tl, limited, err = b.timeline(roomID, tlSince, m.Pos, top); err != nil {
 			return err
 		}
 	}
 	upTo := m.Pos
 	var state []json.RawMessage
 	if m.Pos > 0 {
-		if state, err = b.state(roomID, b.initial || b.fullState, limited, tl, upTo, nil, false); err != nil {
+		if state, err = b.state(roomID, b.initial || b.fullState, limited, tl, upTo, true, nil, false); err != nil {
 			return err
 		}
 	}
 	if err := b.fillTimeline(&lr.Timeline, roomID, tl, limited, b.initial || b.fullState); err != nil {
 		return err
 	}
-	b.setState(&lr.State, &lr.StateAfter, state)
+	b.setState(&lr.State, &lr.StateAfter, &lr.UnstableStateAfter, state)
 	lr.AccountData.Events = b.roomAD[roomID]
 	b.resp.Rooms.Leave[roomID] = lr
 	b.news = true
@@ -510,7 +574,7 @@ func (b *syncBuilder) strippedRoom(m syncstream.Membership, knock bool) error {
 	if err != nil {
 		return nil // the member event is gone (an outlier invite not kept): nothing to show
 	}
-	if _, ign := b.ignored[member.Sender()]; ign && !knock {
+	if _, ign := b.ignored[member.Sender()]; (ign || b.invites.hides(member.Sender())) && !knock {
 		return nil
 	}
 	var evs []json.RawMessage
@@ -518,7 +582,7 @@ func (b *syncBuilder) strippedRoom(m syncstream.Membership, knock bool) error {
 	if err == nil {
 		for _, e := range cur {
 			if e != nil {
-				evs = append(evs, strippedEvent(e.Event))
+				evs = append(evs, inviteStateEvent(e.Event))
 			}
 		}
 	} else {
@@ -565,6 +629,9 @@ func strippedEvent(e *events.Event) json.RawMessage {
 
 // strippedRaw keeps the stripped state fields of a JSON object.
 func strippedRaw(x gjson.Result) json.RawMessage {
+	if x.Get("type").Str == "m.room.create" && x.Get("origin_server_ts").Exists() {
+		return json.RawMessage(x.Raw) // a full create event (MSC4311): kept whole
+	}
 	out := []byte(`{}`)
 	for _, k := range []string{"content", "sender", "state_key", "type"} {
 		if v := x.Get(k); v.Exists() {
@@ -578,107 +645,305 @@ func strippedRaw(x gjson.Result) json.RawMessage {
 // filters or history visibility drop many events.
 const maxTimelineRounds = 8
 
+// timelinePass reports whether the timeline filter (and the user's ignore
+// list) lets an event through.
+func (b *syncBuilder) timelinePass(e *events.Event) bool {
+	m := &b.f.timeline
+	if !m.match(e.Type(), e.Sender()) {
+		return false
+	}
+	if _, ign := b.ignored[e.Sender()]; ign && !e.IsState() {
+		return false
+	}
+	if m.containsURL != nil && (gjson.GetBytes(e.Content(), "url").Type == gjson.String) != *m.containsURL {
+		return false
+	}
+	return true
+}
+
 // timeline returns the newest events of a room in (since, upTo] the user may
 // see and the timeline filter passes, at most the filter's limit, oldest
 // first, and whether older ones were left out.
-func (b *syncBuilder) timeline(roomID id.RoomID, since, upTo int64) ([]*roomserver.StoredEvent, bool, error) {
-	m := &b.f.timeline
-	if !m.rooms.match(roomID) || since >= upTo {
+//
+// An incremental timeline (since > 0) follows the stream order and stops at
+// a gap: an event whose prev events are not events of the room's timeline
+// (history get_missing_events could not fill) starts a new stretch, and what
+// came before it is left out, the timeline marked limited so the client
+// paginates (Synapse's timeline_gaps). A historical timeline (since 0: an
+// initial sync, a newly joined room) follows the room's topological order,
+// like /messages, up to top when it is set (a left room's leave event).
+func (b *syncBuilder) timeline(roomID id.RoomID, since, upTo int64, top roomserver.TopoPos) ([]*roomserver.StoredEvent, bool, error) {
+	if !b.f.timeline.rooms.match(roomID) || since >= upTo {
 		return nil, false, nil
 	}
-	limit := b.f.timelineLimit
-	want := limit + 1
-	pass := func(e *events.Event) bool {
-		if !m.match(e.Type(), e.Sender()) {
-			return false
-		}
-		if _, ign := b.ignored[e.Sender()]; ign && !e.IsState() {
-			return false
-		}
-		if m.containsURL != nil && (gjson.GetBytes(e.Content(), "url").Type == gjson.String) != *m.containsURL {
-			return false
-		}
-		return true
-	}
-	var ids []id.EventID
-	lowest := upTo + 1
-	stopped := false
-	complete := b.s.timelines.Scan(roomID, since, upTo, func(e syncstream.TimelineEntry) bool {
-		lowest = e.Pos
-		if pass(e.Event) {
-			ids = append(ids, e.Event.ID())
-		}
-		if len(ids) >= want {
-			stopped = true
-			return false
-		}
-		return true
-	})
 	var out []*roomserver.StoredEvent // newest first
-	if len(ids) > 0 {
-		evs, err := b.s.rs.Events(b.ctx, ids)
-		if err != nil {
-			return nil, false, err
-		}
-		byID := make(map[id.EventID]*roomserver.StoredEvent, len(evs))
-		for _, e := range evs {
-			byID[e.ID()] = e
-		}
-		chrono := make([]*roomserver.StoredEvent, 0, len(ids))
-		for i := len(ids) - 1; i >= 0; i-- {
-			if e := byID[ids[i]]; e != nil {
-				chrono = append(chrono, e)
-			}
-		}
-		vis, err := b.a.VisibleEvents(b.ctx, b.dev.UserID, chrono)
-		if err != nil {
-			return nil, false, err
-		}
-		for i := len(vis) - 1; i >= 0; i-- {
-			out = append(out, vis[i])
-		}
+	var more bool
+	var err error
+	if since <= 0 {
+		out, more, err = b.historicalTimeline(roomID, upTo, top)
+	} else {
+		out, more, err = b.incrementalTimeline(roomID, since, upTo)
 	}
-	more := false
-	if len(out) < want && (stopped || !complete) {
-		before := lowest - 1
-		batch := max(want*2, 20)
-		for round := 0; len(out) < want; round++ {
-			if round == maxTimelineRounds {
-				more = true
-				break
-			}
-			page, err := b.s.rs.RoomTimeline(b.ctx, roomID, since, before, batch)
-			if err != nil {
-				return nil, false, err
-			}
-			if len(page) == 0 {
-				break
-			}
-			before = page[0].StreamPos - 1
-			kept := page[:0:0]
-			for _, e := range page {
-				if pass(e.Event) {
-					kept = append(kept, e)
-				}
-			}
-			vis, err := b.a.VisibleEvents(b.ctx, b.dev.UserID, kept)
-			if err != nil {
-				return nil, false, err
-			}
-			for i := len(vis) - 1; i >= 0; i-- {
-				out = append(out, vis[i])
-			}
-			if len(page) < batch {
-				break
-			}
-		}
+	if err != nil {
+		return nil, false, err
 	}
+	limit := b.f.timelineLimit
 	limited := more || len(out) > limit
 	if len(out) > limit {
 		out = out[:limit]
 	}
 	slices.Reverse(out)
 	return out, limited, nil
+}
+
+// cachedTimeline scans the in-memory timeline of a room in (since, upTo],
+// newest first, keeping the entries up to the one where want events pass
+// the filter. whole reports that the scan saw every event of the range and
+// fewer than want passed.
+func (b *syncBuilder) cachedTimeline(roomID id.RoomID, since, upTo int64, want int, buf []syncstream.TimelineEntry) (entries []syncstream.TimelineEntry, stopped, whole bool) {
+	n := 0
+	complete := b.s.timelines.Scan(roomID, since, upTo, func(e syncstream.TimelineEntry) bool {
+		buf = append(buf, e)
+		if b.timelinePass(e.Event) {
+			n++
+		}
+		return n < want
+	})
+	stopped = n >= want
+	return buf, stopped, complete && !stopped
+}
+
+// loadVisible loads the events of entries that pass the filter and keeps those
+// the user may see, newest first as given.
+func (b *syncBuilder) loadVisible(entries []syncstream.TimelineEntry) ([]*roomserver.StoredEvent, error) {
+	ids := make([]id.EventID, 0, len(entries))
+	for _, e := range entries {
+		if b.timelinePass(e.Event) {
+			ids = append(ids, e.Event.ID())
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	evs, err := b.s.rs.Events(b.ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[id.EventID]*roomserver.StoredEvent, len(evs))
+	for _, e := range evs {
+		byID[e.ID()] = e
+	}
+	kept := make([]*roomserver.StoredEvent, 0, len(ids))
+	for _, x := range ids {
+		if e := byID[x]; e != nil {
+			kept = append(kept, e)
+		}
+	}
+	return b.a.VisibleEvents(b.ctx, b.dev.UserID, kept)
+}
+
+// visiblePage keeps the events of a store page that pass the filter and that
+// the user may see, in the page's order.
+func (b *syncBuilder) visiblePage(page []*roomserver.StoredEvent) ([]*roomserver.StoredEvent, error) {
+	kept := page[:0:0]
+	for _, e := range page {
+		if b.timelinePass(e.Event) {
+			kept = append(kept, e)
+		}
+	}
+	if len(kept) == 0 {
+		return nil, nil
+	}
+	return b.a.VisibleEvents(b.ctx, b.dev.UserID, kept)
+}
+
+// incrementalTimeline is timeline for since > 0: up to limit+1 events, newest
+// first, from the cache and then the store, stopping at a gap.
+func (b *syncBuilder) incrementalTimeline(roomID id.RoomID, since, upTo int64) ([]*roomserver.StoredEvent, bool, error) {
+	want := b.f.timelineLimit + 1
+	var buf [32]syncstream.TimelineEntry
+	entries, _, whole := b.cachedTimeline(roomID, since, upTo, want, buf[:0])
+	// Where does the newest gap lie among the scanned events?
+	gapAt := -1
+	var unknown []int
+	for i, e := range entries {
+		if e.Link == syncstream.Gap {
+			gapAt = i
+			break
+		}
+		if e.Link == syncstream.LinkUnknown {
+			unknown = append(unknown, i)
+		}
+	}
+	if len(unknown) > 0 {
+		evs := make([]*events.Event, len(entries))
+		for i, e := range entries {
+			evs[i] = e.Event
+		}
+		gaps, err := b.gapsAmong(evs, unknown)
+		if err != nil {
+			return nil, false, err
+		}
+		for k, i := range unknown {
+			l := syncstream.Linked
+			if gaps[k] {
+				l = syncstream.Gap
+				if gapAt < 0 || i < gapAt {
+					gapAt = i
+				}
+			}
+			b.s.timelines.SetLink(roomID, entries[i].Pos, l)
+		}
+	}
+	if gapAt >= 0 {
+		entries = entries[:gapAt+1]
+	}
+	out, err := b.loadVisible(entries)
+	if err != nil {
+		return nil, false, err
+	}
+	if gapAt >= 0 {
+		return out, true, nil
+	}
+	if len(out) >= want || whole {
+		return out, false, nil
+	}
+	// Older events of the range come from the store.
+	before := upTo
+	if len(entries) > 0 {
+		before = entries[len(entries)-1].Pos - 1
+	}
+	batch := max(want*2, 20)
+	for round := 0; len(out) < want; round++ {
+		if round == maxTimelineRounds {
+			return out, true, nil
+		}
+		page, err := b.s.rs.RoomTimeline(b.ctx, roomID, since, before, batch) // oldest first
+		if err != nil {
+			return nil, false, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		before = page[0].StreamPos - 1
+		slices.Reverse(page)
+		evs := make([]*events.Event, len(page))
+		all := make([]int, len(page))
+		for i, e := range page {
+			evs[i], all[i] = e.Event, i
+		}
+		gaps, err := b.gapsAmong(evs, all)
+		if err != nil {
+			return nil, false, err
+		}
+		gap := slices.Index(gaps, true)
+		if gap >= 0 {
+			page = page[:gap+1]
+		}
+		vis, err := b.visiblePage(page)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, vis...)
+		if gap >= 0 {
+			return out, true, nil
+		}
+		if len(page) < batch {
+			break
+		}
+	}
+	return out, false, nil
+}
+
+// gapsAmong tells, for the events evs[i] of a room for i in check, whether
+// each starts a gap: it has a prev event that is neither among evs nor a
+// timeline event the store has (an outlier, or unknown). The store is asked
+// once for all of them.
+func (b *syncBuilder) gapsAmong(evs []*events.Event, check []int) ([]bool, error) {
+	in := make(map[id.EventID]struct{}, len(evs))
+	for _, e := range evs {
+		in[e.ID()] = struct{}{}
+	}
+	var ask []id.EventID
+	for _, i := range check {
+		for _, p := range evs[i].PrevEventIDs() {
+			if _, ok := in[p]; !ok {
+				ask = append(ask, p)
+			}
+		}
+	}
+	known := map[id.EventID]struct{}{}
+	if len(ask) > 0 {
+		stored, err := b.s.rs.Events(b.ctx, ask)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range stored {
+			// Backfilled events (negative positions) are not part of the
+			// stream /sync follows.
+			if !e.Outlier && e.StreamPos > 0 {
+				known[e.ID()] = struct{}{}
+			}
+		}
+	}
+	out := make([]bool, len(check))
+	for k, i := range check {
+		for _, p := range evs[i].PrevEventIDs() {
+			_, inRange := in[p]
+			_, ok := known[p]
+			if !inRange && !ok {
+				out[k] = true
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// historicalTimeline is timeline for since 0: up to limit+1 events, newest
+// first in topological order, from the cache when the room's recent events
+// arrived in topological order and hold enough, else from the store.
+func (b *syncBuilder) historicalTimeline(roomID id.RoomID, upTo int64, top roomserver.TopoPos) ([]*roomserver.StoredEvent, bool, error) {
+	want := b.f.timelineLimit + 1
+	if top == (roomserver.TopoPos{}) && !b.s.timelines.Disordered(roomID) {
+		var buf [32]syncstream.TimelineEntry
+		entries, stopped, whole := b.cachedTimeline(roomID, 0, upTo, want, buf[:0])
+		if stopped || whole {
+			out, err := b.loadVisible(entries)
+			if err != nil {
+				return nil, false, err
+			}
+			if len(out) >= want || whole {
+				return out, false, nil
+			}
+		}
+	}
+	var out []*roomserver.StoredEvent
+	cursor := top
+	batch := max(want*2, 20)
+	for round := 0; len(out) < want; round++ {
+		if round == maxTimelineRounds {
+			return out, true, nil
+		}
+		page, err := b.s.rs.RoomTimelineTopo(b.ctx, roomID, upTo, cursor, batch) // newest first
+		if err != nil {
+			return nil, false, err
+		}
+		if len(page) == 0 {
+			break
+		}
+		last := page[len(page)-1]
+		cursor = roomserver.TopoPos{Depth: last.Depth(), Stream: last.StreamPos}
+		vis, err := b.visiblePage(page)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, vis...)
+		if len(page) < batch {
+			break
+		}
+	}
+	return out, false, nil
 }
 
 // fillTimeline writes a timeline batch: its events in client format and, as
@@ -796,15 +1061,25 @@ func (b *syncBuilder) snapshotAt(roomID id.RoomID, pos int64) (int64, error) {
 	return e.StateAfter, nil
 }
 
-// state computes a room's state section (Client-Server API, GET /sync,
-// "state"): the full state at the start of the timeline (full), else the
-// state that changed between since and the start of the timeline, which is
-// nothing unless the timeline is limited. With use_state_after both are taken
-// at the end of the timeline instead. Lazy-loading sends only the member events
-// of the timeline's senders (and of the heroes, and of the user when the
-// state is full), leaving out those this device already has, except that
-// member changes inside a gap are always sent.
-func (b *syncBuilder) state(roomID id.RoomID, full, limited bool, tl []*roomserver.StoredEvent, upTo int64, heroes []id.UserID, ownMember bool) ([]json.RawMessage, error) {
+// state computes a room's state section (Client-Server API, GET /sync).
+//
+// Without use_state_after ("state"): the full state at the start of the
+// timeline (full), else the state that changed between since and the start
+// of the timeline, which is nothing unless the timeline is limited. State that
+// changed by the end of the range through events the timeline does not hold
+// (filtered out, or a merge of forks the start of the timeline does not see)
+// is sent too, at its value at the end, unless the timeline has that event:
+// otherwise the client would never learn it (as Synapse, issue 16928).
+//
+// With use_state_after ("state_after"): the full state at the end of the
+// range, or what changed between since and the end, timeline events included,
+// since clients then take state only from this section.
+//
+// Lazy-loading sends only the member events of the timeline's senders (and of
+// the heroes, and of the user when the state is full), leaving out those this
+// device already has, except that member changes inside a gap are always
+// sent. left says upTo is the position of the user's leave from the room.
+func (b *syncBuilder) state(roomID id.RoomID, full, limited bool, tl []*roomserver.StoredEvent, upTo int64, left bool, heroes []id.UserID, ownMember bool) ([]json.RawMessage, error) {
 	rs := b.s.rs
 	sm := &b.f.state
 	if !sm.rooms.match(roomID) {
@@ -814,15 +1089,17 @@ func (b *syncBuilder) state(roomID id.RoomID, full, limited bool, tl []*roomserv
 	if !full && !limited && !b.stateAfter && (!lazy || len(tl) == 0) {
 		return nil, nil
 	}
-	var ref int64
+	var ref, end int64
 	var err error
 	switch {
-	case len(tl) == 0:
-		if ref, err = b.snapshotAt(roomID, upTo); err != nil {
+	case b.stateAfter || len(tl) == 0:
+		if end, err = b.endSnapshot(roomID, upTo, left); err != nil {
 			return nil, err
 		}
-	case b.stateAfter:
-		ref = tl[len(tl)-1].StateAfter
+		ref = end
+		if b.stateAfter && end == 0 && len(tl) > 0 {
+			ref = tl[len(tl)-1].StateAfter
+		}
 	default:
 		ref = tl[0].StateBefore
 	}
@@ -848,19 +1125,23 @@ func (b *syncBuilder) state(roomID id.RoomID, full, limited bool, tl []*roomserv
 		}
 		return true
 	}
-	var entries []roomserver.StateEntry
 	deltaMode := !full && (limited || b.stateAfter)
-	if full {
-		entries, err = rs.SnapshotEntries(b.ctx, ref, func(k pdu.StateKey) bool {
+	keep := keepType
+	if full && lazy {
+		keep = func(k pdu.StateKey) bool {
 			if !keepType(k) {
 				return false
 			}
-			if lazy && k.Type == "m.room.member" {
+			if k.Type == "m.room.member" {
 				_, ok := needed[id.UserID(k.StateKey)]
 				return ok
 			}
 			return true
-		})
+		}
+	}
+	var entries []roomserver.StateEntry
+	if full {
+		entries, err = rs.SnapshotEntries(b.ctx, ref, keep)
 	} else if deltaMode {
 		var from int64
 		if from, err = b.snapshotAt(roomID, b.since.Events); err != nil {
@@ -872,7 +1153,27 @@ func (b *syncBuilder) state(roomID id.RoomID, full, limited bool, tl []*roomserv
 	if err != nil {
 		return nil, err
 	}
-	inState := map[id.EventID]struct{}{}
+	var inTimeline map[id.EventID]struct{}
+	if !b.stateAfter && len(tl) > 0 {
+		inTimeline = make(map[id.EventID]struct{}, len(tl))
+		for _, e := range tl {
+			inTimeline[e.ID()] = struct{}{}
+		}
+	}
+	if !b.stateAfter && len(tl) > 0 && (full || limited) {
+		// State the end of the range has that the timeline does not bring.
+		if end, err = b.endSnapshot(roomID, upTo, left); err != nil {
+			return nil, err
+		}
+		if end != 0 && end != ref {
+			changed, err := rs.StateDelta(b.ctx, ref, end, keep)
+			if err != nil {
+				return nil, err
+			}
+			entries = overrideState(entries, changed, inTimeline)
+		}
+	}
+	inState := make(map[id.EventID]struct{}, len(entries))
 	for _, e := range entries {
 		inState[e.Event.ID()] = struct{}{}
 	}
@@ -897,12 +1198,6 @@ func (b *syncBuilder) state(roomID id.RoomID, full, limited bool, tl []*roomserv
 				inState[e.ID()] = struct{}{}
 				entries = append(entries, roomserver.StateEntry{Key: keys[i], Event: e})
 			}
-		}
-	}
-	inTimeline := map[id.EventID]struct{}{}
-	if b.stateAfter {
-		for _, e := range tl {
-			inTimeline[e.ID()] = struct{}{}
 		}
 	}
 	sent := map[id.UserID]id.EventID{}
@@ -932,10 +1227,54 @@ func (b *syncBuilder) state(roomID id.RoomID, full, limited bool, tl []*roomserv
 	if lazy {
 		b.s.lazy.record(b.lk, roomID, sent)
 	}
+	if !left {
+		b.noteMembers(evs)
+	}
 	if len(evs) == 0 {
 		return nil, nil
 	}
 	return b.formatEvents(evs, false)
+}
+
+// endSnapshot is the state snapshot at the end of a room's part of the
+// response: after the user's leave event for a room they left, else the
+// room's current state, unless the room has events past upTo (then the state
+// after its newest event at or below upTo).
+func (b *syncBuilder) endSnapshot(roomID id.RoomID, upTo int64, left bool) (int64, error) {
+	if !left && b.s.timelines.Latest(roomID) <= upTo {
+		nid, err := b.s.rs.CurrentSnapshot(b.ctx, roomID)
+		if err == nil {
+			return nid, nil
+		}
+		if !errors.Is(err, roomserver.ErrRoomNotFound) {
+			return 0, err
+		}
+	}
+	return b.snapshotAt(roomID, upTo)
+}
+
+// overrideState puts into entries the changed state entries that the timeline
+// does not hold, in place of the entries they replace.
+func overrideState(entries, changed []roomserver.StateEntry, inTimeline map[id.EventID]struct{}) []roomserver.StateEntry {
+	if len(changed) == 0 {
+		return entries
+	}
+	at := make(map[pdu.StateKey]int, len(entries))
+	for i, e := range entries {
+		at[e.Key] = i
+	}
+	for _, c := range changed {
+		if _, ok := inTimeline[c.Event.ID()]; ok {
+			continue
+		}
+		if i, ok := at[c.Key]; ok {
+			entries[i] = c
+			continue
+		}
+		at[c.Key] = len(entries)
+		entries = append(entries, c)
+	}
+	return entries
 }
 
 // sortStateByStream orders state events by stream position, for stable responses.
@@ -953,21 +1292,43 @@ func sortStateByStream(evs []*roomserver.StoredEvent) {
 
 // presence fills the presence section: users sharing a room with the syncing
 // user (and the user), whose presence changed since the token, or all of them
-// on an initial sync.
+// on an initial sync. An incremental sync also brings the presence of the
+// members of rooms the user joined since, and of users whose join, invite or
+// knock it carries, changed or not: the client has not seen it (as Synapse).
 func (b *syncBuilder) presence() error {
 	s, ctx := b.s, b.ctx
 	if !b.f.presence.matchType("m.presence") {
 		return nil
 	}
 	var users []id.UserID
+	var extra map[id.UserID]struct{}
 	var err error
 	if b.initial {
 		users, err = s.presenceAudience(ctx, b.dev.UserID)
-	} else if b.since.Presence < b.to.Presence {
-		users, err = s.presence.changedSince(ctx, b.since.Presence, b.to.Presence)
+	} else {
+		if b.since.Presence < b.to.Presence {
+			users, err = s.presence.changedSince(ctx, b.since.Presence, b.to.Presence)
+		}
+		if err == nil {
+			extra, err = b.newMembers()
+		}
 	}
-	if err != nil || len(users) == 0 {
+	if err != nil {
 		return err
+	}
+	if len(extra) > 0 {
+		listed := make(map[id.UserID]struct{}, len(users))
+		for _, u := range users {
+			listed[u] = struct{}{}
+		}
+		for u := range extra {
+			if _, dup := listed[u]; !dup {
+				users = append(users, u)
+			}
+		}
+	}
+	if len(users) == 0 {
+		return nil
 	}
 	now := nowMS()
 	for _, u := range users {
@@ -977,7 +1338,8 @@ func (b *syncBuilder) presence() error {
 		if _, ign := b.ignored[u]; ign {
 			continue
 		}
-		if !b.initial && u != b.dev.UserID {
+		_, isNew := extra[u]
+		if !b.initial && !isNew && u != b.dev.UserID {
 			share, err := s.shareRoom(ctx, b.dev.UserID, u)
 			if err != nil {
 				return err
@@ -990,13 +1352,75 @@ func (b *syncBuilder) presence() error {
 		if err != nil {
 			return err
 		}
-		if st.pos == 0 && b.initial {
+		if st.pos == 0 && (b.initial || isNew) {
 			continue // never set: nothing to say
 		}
 		b.resp.Presence.Events = append(b.resp.Presence.Events, appendPresenceEvent(nil, u, st, now))
 		b.news = true
 	}
 	return nil
+}
+
+// noteMembers remembers, for the presence section of an incremental sync, the
+// users whose join, invite or knock is in a joined room's part of the
+// response.
+func (b *syncBuilder) noteMembers(evs []*roomserver.StoredEvent) {
+	if b.initial {
+		return
+	}
+	for _, e := range evs {
+		if e.Type() != "m.room.member" || e.StateKey() == nil {
+			continue
+		}
+		switch gjson.GetBytes(e.Content(), "membership").Str {
+		case "join", "invite", "knock":
+			if b.memberNews == nil {
+				b.memberNews = map[id.UserID]struct{}{}
+			}
+			b.memberNews[id.UserID(*e.StateKey())] = struct{}{}
+		}
+	}
+}
+
+// newMembers returns the users an incremental sync brings the presence of
+// whatever their presence stream says: those noted by noteMembers, and the
+// members with a presence of the rooms the user joined since the token.
+func (b *syncBuilder) newMembers() (map[id.UserID]struct{}, error) {
+	out := b.memberNews
+	for _, roomID := range b.newRooms {
+		us, err := b.s.presenceInRoom(b.ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range us {
+			if out == nil {
+				out = map[id.UserID]struct{}{}
+			}
+			out[u] = struct{}{}
+		}
+	}
+	delete(out, b.dev.UserID) // the user's own presence comes when it changes
+	return out, nil
+}
+
+// presenceInRoom lists the joined members of a room who have a presence.
+func (s *Syncer) presenceInRoom(ctx context.Context, roomID id.RoomID) ([]id.UserID, error) {
+	rows, err := s.db.Query(ctx, `SELECT p.user_id FROM presence p JOIN current_state c ON c.state_key = p.user_id
+		JOIN rooms r ON r.room_nid = c.room_nid
+		WHERE r.room_id = $1 AND c.event_type = 'm.room.member' AND c.membership = 'join'`, string(roomID))
+	if err != nil {
+		return nil, fmt.Errorf("listing presence of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	var out []id.UserID
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("listing presence of %s: %w", roomID, err)
+		}
+		out = append(out, id.UserID(u))
+	}
+	return out, rows.Err()
 }
 
 // presenceAudience lists the user and the users sharing a room with them who

@@ -80,6 +80,9 @@ type countRoom struct {
 	members map[id.UserID]string
 	joined  int
 	pl      pushPowerLevels
+
+	// predecessor is the room this one replaced (create event), if any.
+	predecessor id.RoomID
 }
 
 // pushPowerLevels is the part of m.room.power_levels push rules look at.
@@ -381,6 +384,7 @@ func (c *notifCounter) evaluate(ctx context.Context, o *roomserver.OutputEvent, 
 		if res == nil || !res.Notify {
 			continue
 		}
+		c.s.api.push.notify(u, ev, res) // push gateways (push_gateway.go)
 		if !threadKnown {
 			thread, threadKnown = c.threadKey(ctx, ev), true
 		}
@@ -473,6 +477,9 @@ func (c *notifCounter) applyState(ctx context.Context, ev *events.Event, room *c
 		if membership == "join" {
 			if c.s.isLocal(u) {
 				room.members[u] = gjson.GetBytes(content, "displayname").Str
+				if room.predecessor != "" {
+					c.s.api.carryOverPushRules(ctx, u, room.predecessor, ev.RoomID()) // push.go
+				}
 			}
 			if c.pending.dirUser == nil {
 				c.pending.dirUser = map[id.UserID]dirProfile{}
@@ -537,6 +544,9 @@ func (c *notifCounter) room(ctx context.Context, roomID id.RoomID) (*countRoom, 
 	create, err := rs.CurrentStateEvent(ctx, roomID, "m.room.create", "")
 	if err != nil {
 		return nil, err
+	}
+	if create != nil {
+		r.predecessor = id.RoomID(gjson.GetBytes(create.Content(), "predecessor.room_id").Str)
 	}
 	var creators map[id.UserID]struct{}
 	if create != nil && create.Version().PrivilegedCreators {

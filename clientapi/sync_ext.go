@@ -151,7 +151,7 @@ func (b *syncBuilder) remoteInviteRooms() error {
 		if !b.f.rooms.match(inv.RoomID) {
 			continue
 		}
-		if _, ign := b.ignored[inv.Sender]; ign {
+		if _, ign := b.ignored[inv.Sender]; ign || b.invites.hides(inv.Sender) {
 			continue
 		}
 		if m, ok := b.s.members.Membership(user, inv.RoomID); ok && m.Pos > 0 && m.Membership != "invite" {

@@ -32,14 +32,19 @@ func (a *API) registerSyncRoutes(r *mux.Router) {
 
 // syncParams are the query parameters of GET /sync.
 type syncParams struct {
-	since       syncstream.Token
-	initial     bool
-	timeout     time.Duration
-	fullState   bool
-	stateAfter  bool
-	setPresence string
-	filter      string
+	since      syncstream.Token
+	initial    bool
+	timeout    time.Duration
+	fullState  bool
+	stateAfter bool
+	// stateAfterUnstable: asked for with MSC4222's unstable parameter.
+	stateAfterUnstable bool
+	setPresence        string
+	filter             string
 }
+
+// msc4222Param is the unstable name of use_state_after (MSC4222).
+const msc4222Param = "org.matrix.msc4222.use_state_after"
 
 // parseSyncParams validates the query: garbage is M_INVALID_PARAM.
 func parseSyncParams(r *http.Request) (*syncParams, error) {
@@ -65,6 +70,13 @@ func parseSyncParams(r *http.Request) (*syncParams, error) {
 	}
 	if p.stateAfter, err = syncBoolParam(q.Get("use_state_after"), "use_state_after"); err != nil {
 		return nil, err
+	}
+	if !p.stateAfter {
+		// MSC4222's unstable name, answered under its unstable key.
+		if p.stateAfterUnstable, err = syncBoolParam(q.Get(msc4222Param), msc4222Param); err != nil {
+			return nil, err
+		}
+		p.stateAfter = p.stateAfterUnstable
 	}
 	switch sp := q.Get("set_presence"); sp {
 	case "", presenceOnline, presenceOffline, presenceUnavailable:
@@ -126,7 +138,7 @@ func (a *API) getSync(w http.ResponseWriter, r *http.Request, d *Device) error {
 	for {
 		b := &syncBuilder{
 			s: s, a: a, ctx: ctx, dev: d, f: f, since: p.since, initial: p.initial,
-			fullState: p.fullState, stateAfter: p.stateAfter, lk: lk,
+			fullState: p.fullState, stateAfter: p.stateAfter, stateAfterUnstable: p.stateAfterUnstable, lk: lk,
 		}
 		if err := b.build(); err != nil {
 			if ctx.Err() != nil {

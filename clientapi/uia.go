@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"hearth/clientapi/accounts"
 	"hearth/httputil"
@@ -132,8 +133,14 @@ func (a *API) runStage(ctx context.Context, r *http.Request, req uiaRequest, ses
 		if err != nil {
 			return err
 		}
-		if !ok || lp != req.localpart {
-			return a.challenge(req, sess, "M_FORBIDDEN", "The identifier does not match the authenticated user")
+		if !ok {
+			return a.challenge(req, sess, "M_FORBIDDEN", "Unknown user identifier")
+		}
+		if lp != req.localpart {
+			// Re-authentication must be as the user making the request: another
+			// user's credentials are refused outright (403, as Synapse answers),
+			// without checking their password.
+			return httputil.Forbidden("The identifier does not match the authenticated user")
 		}
 		_, good, err := a.accounts.CheckPassword(ctx, lp, ad.Password)
 		if err != nil {
@@ -268,8 +275,13 @@ func decodeJSON(r *http.Request, v any) error {
 	return unmarshalObject(body, v)
 }
 
-// unmarshalObject decodes body, which must be a JSON object, into v.
+// unmarshalObject decodes body, which must be a JSON object, into v. JSON text
+// must be UTF-8 (RFC 8259, section 8.1); Go's decoder would quietly replace
+// invalid sequences, so they are refused here as not JSON.
 func unmarshalObject(body []byte, v any) error {
+	if !utf8.Valid(body) {
+		return httputil.NotJSON("Request body is not valid UTF-8")
+	}
 	if herr := httputil.UnmarshalJSON(body, v); herr != nil {
 		return herr
 	}

@@ -100,8 +100,13 @@ func (a *API) upgrade(ctx context.Context, d *Device, oldRoom id.RoomID, v *room
 		}
 	}
 	predecessor := map[string]any{"room_id": oldRoom}
-	if exts, err := rs.ForwardExtremities(ctx, oldRoom); err == nil && len(exts) > 0 {
-		predecessor["event_id"] = exts[0]
+	// predecessor.event_id is deprecated: left out when upgrading to room
+	// version 12 or later (Client-Server API, "Room Upgrades", server
+	// behaviour step 2), kept for older versions whose clients may need it.
+	if !v.RoomIDIsCreateEventID {
+		if exts, err := rs.ForwardExtremities(ctx, oldRoom); err == nil && len(exts) > 0 {
+			predecessor["event_id"] = exts[0]
+		}
 	}
 	createContent["predecessor"] = predecessor
 	if v.PrivilegedCreators && len(additionalCreators) > 0 {

@@ -2,6 +2,8 @@ package clientapi
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -77,9 +79,29 @@ func searchText(userID id.UserID, p dirProfile) string {
 	return t
 }
 
-// writeDirectory writes directory changes inside tx.
+// writeDirectory writes directory changes inside tx. A local user is listed
+// under their global profile, never under a name or avatar they use in one room
+// only (which the members of other rooms must not learn; Synapse does the
+// same): p, taken from a member event, is used for remote users.
 func (s *Syncer) writeDirectory(ctx context.Context, tx *storage.Tx, users map[id.UserID]dirProfile, rooms map[id.RoomID]dirRoomFlags) error {
 	for u, p := range users {
+		if s.isLocal(u) {
+			lp, _, _ := u.Parse()
+			var dn, av sql.NullString
+			err := tx.QueryRow(ctx, `SELECT displayname, avatar_url FROM profiles WHERE localpart = $1`, lp).Scan(&dn, &av)
+			switch {
+			case err == nil:
+				p = dirProfile{}
+				if dn.Valid && dn.String != "" {
+					p.displayName = &dn.String
+				}
+				if av.Valid && av.String != "" {
+					p.avatarURL = &av.String
+				}
+			case !errors.Is(err, sql.ErrNoRows):
+				return fmt.Errorf("reading profile of %s for the user directory: %w", u, err)
+			}
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO user_directory (user_id, display_name, avatar_url, search_text) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name, avatar_url = excluded.avatar_url, search_text = excluded.search_text`,
 			string(u), p.displayName, p.avatarURL, searchText(u, p)); err != nil {
@@ -212,14 +234,16 @@ func (a *API) searchUserDirectory(w http.ResponseWriter, r *http.Request, d *Dev
 		return nil
 	}
 	esc := escapeLikeTerm(term)
-	// Users sharing a room with the requester, or joined to a room whose
-	// members anyone may see. Prefix matches of the user ID's localpart or a
-	// word of the display name rank first, then users with a display name.
+	// Other users sharing a room with the requester, or users joined to a room
+	// whose members anyone may see (so requesters find themselves only
+	// through such a room, as in Synapse). Prefix matches of the user ID's
+	// localpart or a word of the display name rank first, then users with a
+	// display name.
 	rows, err := a.db.Query(r.Context(), `SELECT d.user_id, d.display_name, d.avatar_url FROM user_directory d
 		WHERE d.search_text LIKE $1 ESCAPE '\' AND (
-			EXISTS (SELECT 1 FROM current_state me JOIN current_state o ON o.room_nid = me.room_nid
+			(d.user_id <> $2 AND EXISTS (SELECT 1 FROM current_state me JOIN current_state o ON o.room_nid = me.room_nid
 				WHERE me.event_type = 'm.room.member' AND me.state_key = $2 AND me.membership = 'join'
-				AND o.event_type = 'm.room.member' AND o.state_key = d.user_id AND o.membership = 'join')
+				AND o.event_type = 'm.room.member' AND o.state_key = d.user_id AND o.membership = 'join'))
 			OR EXISTS (SELECT 1 FROM current_state o JOIN rooms rm ON rm.room_nid = o.room_nid
 				JOIN user_directory_rooms ur ON ur.room_id = rm.room_id
 				WHERE o.event_type = 'm.room.member' AND o.state_key = d.user_id AND o.membership = 'join'

@@ -15,13 +15,29 @@ var specVersions = []string{
 	"v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16",
 }
 
-// registerVersions serves GET /_matrix/client/versions (no auth).
-func registerVersions(r *mux.Router) {
+// registerVersions serves GET /_matrix/client/versions (no auth), advertising
+// the given unstable features (MSCs).
+func registerVersions(r *mux.Router, unstable map[string]bool) {
 	body := map[string]any{
 		"versions":          specVersions,
-		"unstable_features": map[string]bool{},
+		"unstable_features": unstable,
 	}
 	r.HandleFunc("/versions", func(w http.ResponseWriter, req *http.Request) {
 		httputil.RespondJSON(w, http.StatusOK, body)
 	}).Methods(http.MethodGet)
+}
+
+// unstableFeatures are the MSCs this server implements, as /versions
+// advertises them under their unstable feature names.
+func (a *API) unstableFeatures() map[string]bool {
+	f := map[string]bool{
+		"org.matrix.msc4155": true, // invite filtering (invitefilter.go)
+	}
+	if a.opts.Roomserver != nil {
+		f["org.matrix.msc4306"] = true // thread subscriptions (threadsubs.go)
+		if a.cfg.DelayedEvents.MaxDelayMS > 0 {
+			f["org.matrix.msc4140"] = true // delayed events (delayed.go)
+		}
+	}
+	return f
 }

@@ -26,7 +26,11 @@ import (
 //
 // A missing or unknown history_visibility counts as shared. For
 // m.room.history_visibility events and for the user's own member events the
-// event is visible if the state before or after it allows it.
+// event is visible if the state before or after it allows it. The user's own
+// leave after an invite or a join is always visible to them, so that a
+// rejected invite (or a leave) shows in /sync whatever the room's history
+// visibility (as Synapse: "they won't see the room disappear if they reject the
+// invite" otherwise).
 //
 // The state is looked up once per distinct state snapshot among the events and
 // the user's joins once per room, so a page of messages costs a handful of
@@ -123,8 +127,11 @@ func (a *API) visibility(ctx context.Context, userID id.UserID, evs []*roomserve
 			return nil, err
 		}
 		if !ok && visibilitySensitive(e, userID) {
-			if ok, err = allowedAt(e, e.StateAfter); err != nil {
-				return nil, err
+			ok = ownLeave(e, userID, states[e.StateBefore][1])
+			if !ok {
+				if ok, err = allowedAt(e, e.StateAfter); err != nil {
+					return nil, err
+				}
 			}
 		}
 		out[i].visible = ok
@@ -152,6 +159,20 @@ func visibilitySensitive(e *roomserver.StoredEvent, userID id.UserID) bool {
 		return *sk == string(userID)
 	}
 	return false
+}
+
+// ownLeave reports whether e makes userID leave the room from an invite (a
+// rejected or withdrawn invite) or a join (a leave or kick): prev is the
+// user's member event before e.
+func ownLeave(e *roomserver.StoredEvent, userID id.UserID, prev *roomserver.StoredEvent) bool {
+	if e.Type() != "m.room.member" || membershipOf(e) != "leave" {
+		return false
+	}
+	if sk := e.StateKey(); sk == nil || *sk != string(userID) {
+		return false
+	}
+	m := membershipOf(prev)
+	return m == "invite" || m == "join"
 }
 
 // historyVisibility reads an m.room.history_visibility event; absent or unknown

@@ -35,6 +35,16 @@ type Config struct {
 	Federation    Federation   `yaml:"federation"`
 	Media         Media        `yaml:"media"`
 	Log           Log          `yaml:"log"`
+	// ServerNotices configures the server notices user and rooms.
+	ServerNotices ServerNotices `yaml:"server_notices"`
+	// DelayedEvents configures delayed events (MSC4140).
+	DelayedEvents DelayedEvents `yaml:"delayed_events"`
+	// AppServiceConfigFiles are application service registration files, in
+	// Synapse's format (docs/appservices.md).
+	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
+	// AppServices are the registrations read from AppServiceConfigFiles by Load
+	// (or LoadAppServices).
+	AppServices []AppService `yaml:"-"`
 
 	// path is where the config was loaded from; relative paths resolve against its directory.
 	path string
@@ -110,6 +120,8 @@ func Default() *Config {
 		Federation:     defaultFederation(),
 		Media:          defaultMedia(),
 		Log:            Log{Level: "info", Format: "text"},
+		ServerNotices:  defaultServerNotices(),
+		DelayedEvents:  defaultDelayedEvents(),
 	}
 }
 
@@ -128,6 +140,9 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	cfg.path = abs
+	if err := cfg.LoadAppServices(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
 	return cfg, nil
 }
 
@@ -152,6 +167,18 @@ func Parse(b []byte) (*Config, error) {
 // decodeStrict decodes node into v, rejecting unknown keys and naming the full key
 // path of any error.
 func decodeStrict(node *yaml.Node, v reflect.Value, path string) error {
+	if v.Kind() == reflect.Pointer {
+		// Optional values: null leaves them nil, anything else is decoded into a
+		// fresh value, so presence can be told from the zero value.
+		if node.Kind == yaml.ScalarNode && node.Tag == "!!null" {
+			v.Set(reflect.Zero(v.Type()))
+			return nil
+		}
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		return decodeStrict(node, v.Elem(), path)
+	}
 	if v.Kind() == reflect.Struct {
 		if node.Kind != yaml.MappingNode {
 			if node.Tag == "!!null" {
@@ -311,6 +338,13 @@ func (c *Config) Validate() error {
 	}
 	c.Federation.validate(bad)
 	c.Media.validate(bad)
+	c.ServerNotices.validate(bad)
+	c.DelayedEvents.validate(bad)
+	for i, f := range c.AppServiceConfigFiles {
+		if f == "" {
+			bad(fmt.Sprintf("app_service_config_files[%d]", i), "must not be empty (expected the path of a registration file)")
+		}
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

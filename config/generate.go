@@ -129,6 +129,30 @@ media:
     # Networks previews must never connect to (protection against SSRF).
     denied_cidrs: [{{.DeniedCIDRs}}]
 
+server_notices:
+  # Let server admins send notices to users (POST
+  # /_synapse/admin/v1/send_server_notice), delivered by a system user in a
+  # private room per user. See docs/clientapi.md.
+  enabled: true
+  # Localpart of the system user; reserved, nobody can register it.
+  system_user_localpart: "_server"
+  # The system user's display name and avatar (an mxc:// URI) in notice rooms.
+  system_user_display_name: "Server Notices"
+  system_user_avatar_url: ""
+  # Name of the notice rooms.
+  room_name: "Server Notices"
+
+delayed_events:
+  # Longest delay clients may schedule events with (MSC4140), in milliseconds.
+  # 0 turns delayed events off.
+  max_delay_ms: 86400000
+  # Most delayed events one user may have scheduled at once.
+  max_per_user: 100
+
+# Application service registration files (bridges, bots), in Synapse's format.
+# See docs/appservices.md.
+app_service_config_files: []
+
 log:
   # debug, info, warn or error.
   level: info

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -31,10 +30,15 @@ type E2EEKeys interface {
 	IsLocal(userID id.UserID) bool
 	QueryLocalKeys(ctx context.Context, requester id.UserID, req map[id.UserID][]id.DeviceID) (*e2ee.QueryResult, error)
 	ClaimLocalKeys(ctx context.Context, req map[id.UserID]map[id.DeviceID]string) (e2ee.ClaimResult, error)
-	UserDevices(ctx context.Context, userID id.UserID) (int64, *e2ee.QueryResult, error)
+	LocalDeviceList(ctx context.Context, userID id.UserID, only []id.DeviceID) (*e2ee.DeviceList, error)
 	DeliverToDevice(ctx context.Context, sender id.UserID, evType string, msgs e2ee.ToDeviceMessages) error
-	RemoteDeviceListChanged(ctx context.Context, userID id.UserID) error
 	Subscribe(fn func(e2ee.Change))
+	OnLocalJoin(fn func(e2ee.LocalJoin))
+	// The remote device-list cache (devicelist.go).
+	ApplyRemoteDeviceUpdate(ctx context.Context, u *e2ee.RemoteDeviceUpdate) (resync bool, err error)
+	ApplyRemoteSigningKeyUpdate(ctx context.Context, userID id.UserID, master, selfSigning json.RawMessage) error
+	BeginRemoteResync(ctx context.Context, userID id.UserID) (gen int64, err error)
+	StoreRemoteDeviceList(ctx context.Context, l *e2ee.DeviceList, gen int64) (stored bool, err error)
 }
 
 var _ E2EEKeys = (*e2ee.Service)(nil)
@@ -65,8 +69,9 @@ func (a *API) EnableE2EE(r httputil.Routers, keys E2EEKeys) {
 	f.HandleFunc("/v1/user/keys/claim", a.authed(a.postUserKeysClaim)).Methods(http.MethodPost)
 	a.RegisterEDUHandler(eduDirectToDevice, EDUHandlerFunc(a.handleDirectToDevice))
 	a.RegisterEDUHandler(eduDeviceList, EDUHandlerFunc(a.handleDeviceListEDU))
-	a.RegisterEDUHandler(eduSigningKey, EDUHandlerFunc(a.handleDeviceListEDU))
+	a.RegisterEDUHandler(eduSigningKey, EDUHandlerFunc(a.handleSigningKeyEDU))
 	keys.Subscribe(a.onKeysChange)
+	keys.OnLocalJoin(a.onLocalJoin)
 }
 
 // localUser checks that userID is a valid user ID of this server.
@@ -77,33 +82,33 @@ func (a *API) localUser(userID id.UserID) error {
 	return nil
 }
 
-// GET /_matrix/federation/v1/user/devices/{userId}
+// GET /_matrix/federation/v1/user/devices/{userId}: every device of the user,
+// with its keys when it has uploaded some (as Synapse answers), and the stream
+// position later m.device_list_update EDUs follow on from.
 func (a *API) getUserDevices(w http.ResponseWriter, r *http.Request, origin string) error {
 	userID := id.UserID(mux.Vars(r)["userId"])
 	if err := a.localUser(userID); err != nil {
 		return err
 	}
-	pos, res, err := a.keys.UserDevices(r.Context(), userID)
+	l, err := a.keys.LocalDeviceList(r.Context(), userID, nil)
 	if err != nil {
 		return fmt.Errorf("listing devices of %s: %w", userID, err)
 	}
 	type device struct {
 		DeviceID    id.DeviceID     `json:"device_id"`
-		Keys        json.RawMessage `json:"keys"`
+		Keys        json.RawMessage `json:"keys,omitempty"`
 		DisplayName string          `json:"device_display_name,omitempty"`
 	}
-	devs := make([]device, 0, len(res.DeviceKeys[userID]))
-	for devID, keys := range res.DeviceKeys[userID] {
-		devs = append(devs, device{DeviceID: devID, Keys: keys,
-			DisplayName: gjson.GetBytes(keys, "unsigned.device_display_name").Str})
+	devs := make([]device, len(l.Devices))
+	for i, d := range l.Devices {
+		devs[i] = device{DeviceID: d.DeviceID, Keys: d.Keys, DisplayName: d.DisplayName}
 	}
-	slices.SortFunc(devs, func(x, y device) int { return strings.Compare(string(x.DeviceID), string(y.DeviceID)) })
-	out := map[string]any{"user_id": userID, "stream_id": pos, "devices": devs}
-	if k, ok := res.MasterKeys[userID]; ok {
-		out["master_key"] = k
+	out := map[string]any{"user_id": userID, "stream_id": l.StreamID, "devices": devs}
+	if l.MasterKey != nil {
+		out["master_key"] = l.MasterKey
 	}
-	if k, ok := res.SelfSigningKeys[userID]; ok {
-		out["self_signing_key"] = k
+	if l.SelfSigningKey != nil {
+		out["self_signing_key"] = l.SelfSigningKey
 	}
 	httputil.RespondJSON(w, http.StatusOK, out)
 	return nil
@@ -256,26 +261,72 @@ func (a *API) handleDirectToDevice(ctx context.Context, origin, _ string, conten
 	return a.keys.DeliverToDevice(ctx, edu.Sender, edu.Type, edu.Messages)
 }
 
-// handleDeviceListEDU records that a remote user's devices (m.device_list_update)
-// or cross-signing keys (m.signing_key_update) changed, so local users sharing a
-// room with them see them in device_lists.changed and query their keys again.
-// Hearth keeps no copy of remote device lists, so the update's keys, stream_id
-// and prev_id are not needed.
+// handleDeviceListEDU takes an m.device_list_update EDU: a remote user's
+// device was added, changed or deleted. Local users sharing a room with them
+// see them in device_lists.changed; the cached list is updated, or fetched
+// again when the update does not follow on from it.
 func (a *API) handleDeviceListEDU(ctx context.Context, origin, eduType string, content json.RawMessage) error {
-	userID := id.UserID(gjson.GetBytes(content, "user_id").Str)
-	if userID.Homeserver() != origin {
-		return fmt.Errorf("%s for %q is not from its server", eduType, userID)
+	if !gjson.ValidBytes(content) {
+		return fmt.Errorf("%s is not JSON", eduType)
 	}
-	// Only users in a room here concern local users; recording others would let
-	// a server fill the device-list table with made-up users.
+	g := gjson.ParseBytes(content)
+	u := &e2ee.RemoteDeviceUpdate{
+		UserID:      id.UserID(g.Get("user_id").Str),
+		DeviceID:    id.DeviceID(g.Get("device_id").Str),
+		DisplayName: g.Get("device_display_name").Str,
+		StreamID:    g.Get("stream_id").Int(),
+		Deleted:     g.Get("deleted").Bool(),
+	}
+	for _, p := range g.Get("prev_id").Array() {
+		u.PrevID = append(u.PrevID, p.Int())
+	}
+	if k := g.Get("keys"); k.Exists() {
+		u.Keys = json.RawMessage(k.Raw)
+	}
+	if ok, err := a.deviceListConcernsUs(ctx, origin, eduType, u.UserID); !ok || err != nil {
+		return err
+	}
+	resync, err := a.keys.ApplyRemoteDeviceUpdate(ctx, u)
+	if err != nil {
+		return err
+	}
+	if resync {
+		a.ResyncDeviceLists([]id.UserID{u.UserID})
+	}
+	return nil
+}
+
+// handleSigningKeyEDU takes an m.signing_key_update EDU: a remote user's
+// cross-signing keys changed.
+func (a *API) handleSigningKeyEDU(ctx context.Context, origin, eduType string, content json.RawMessage) error {
+	g := gjson.ParseBytes(content)
+	userID := id.UserID(g.Get("user_id").Str)
+	if ok, err := a.deviceListConcernsUs(ctx, origin, eduType, userID); !ok || err != nil {
+		return err
+	}
+	var master, selfSigning json.RawMessage
+	if k := g.Get("master_key"); k.IsObject() {
+		master = json.RawMessage(k.Raw)
+	}
+	if k := g.Get("self_signing_key"); k.IsObject() {
+		selfSigning = json.RawMessage(k.Raw)
+	}
+	return a.keys.ApplyRemoteSigningKeyUpdate(ctx, userID, master, selfSigning)
+}
+
+// deviceListConcernsUs checks that a device-list EDU is about a user of its
+// origin, and reports whether the user is in a room here: only those concern
+// local users, and recording others would let a server fill the tables with
+// made-up users.
+func (a *API) deviceListConcernsUs(ctx context.Context, origin, eduType string, userID id.UserID) (bool, error) {
+	if _, server, err := userID.ParseAndValidateRelaxed(); err != nil || server != origin {
+		return false, fmt.Errorf("%s for %q is not from its server", eduType, userID)
+	}
 	rooms, err := a.rs.RoomsForUser(ctx, userID, "join")
 	if err != nil {
-		return fmt.Errorf("listing rooms of %s: %w", userID, err)
+		return false, fmt.Errorf("listing rooms of %s: %w", userID, err)
 	}
-	if len(rooms) == 0 {
-		return nil
-	}
-	return a.keys.RemoteDeviceListChanged(ctx, userID)
+	return len(rooms) > 0, nil
 }
 
 // onKeysChange sends local users' device-list changes to the servers sharing a
@@ -284,81 +335,73 @@ func (a *API) onKeysChange(c e2ee.Change) {
 	if c.Kind != e2ee.DeviceListChange || !a.keys.IsLocal(c.User) {
 		return
 	}
-	// The work belongs to the sender: Stop waits for it, and it ends with it.
-	s := a.sender
-	s.mu.Lock()
-	base := s.ctx
-	if base == nil {
-		base = context.Background() // not started yet: the change is still sent
-	} else if base.Err() != nil {
-		s.mu.Unlock()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
+	a.goBackground(func(base context.Context) {
 		ctx, cancel := context.WithTimeout(base, deviceUpdateTimeout)
 		defer cancel()
 		if err := a.sendDeviceListUpdate(ctx, c); err != nil && base.Err() == nil {
 			slog.Warn("sending device list update", "user", c.User, "err", err)
 		}
-	}()
+	})
 }
 
 // sendDeviceListUpdate sends one change of a local user's devices or
-// cross-signing keys (Server-Server API, "Device Management").
+// cross-signing keys (Server-Server API, "Device Management"): an
+// m.device_list_update per device, with the device's keys and name unless it
+// was deleted, or an m.signing_key_update when no device is concerned.
 func (a *API) sendDeviceListUpdate(ctx context.Context, c e2ee.Change) error {
 	dests, err := a.serversSharingRooms(ctx, c.User)
 	if err != nil || len(dests) == 0 {
 		return err
 	}
-	devs := make([]id.DeviceID, len(c.Devices))
-	copy(devs, c.Devices)
-	req := map[id.UserID][]id.DeviceID{c.User: devs}
-	if len(devs) == 0 {
-		req[c.User] = nil
-	}
-	res, err := a.keys.QueryLocalKeys(ctx, "", req)
+	l, err := a.keys.LocalDeviceList(ctx, c.User, c.Devices)
 	if err != nil {
-		return fmt.Errorf("loading keys of %s: %w", c.User, err)
+		return fmt.Errorf("loading devices of %s: %w", c.User, err)
 	}
 	if len(c.Devices) == 0 {
-		// Only cross-signing keys or signatures changed.
-		content := map[string]any{"user_id": c.User}
-		if k, ok := res.MasterKeys[c.User]; ok {
-			content["master_key"] = k
-		}
-		if k, ok := res.SelfSigningKeys[c.User]; ok {
-			content["self_signing_key"] = k
-		}
-		return a.SendEDU(ctx, dests, eduSigningKey, content)
+		return a.sendSigningKeyUpdate(ctx, dests, l)
 	}
 	prev := []int64{}
 	if c.PrevPos > 0 {
 		prev = append(prev, c.PrevPos)
 	}
 	for _, d := range c.Devices {
-		content := map[string]any{"user_id": c.User, "device_id": d, "stream_id": c.Pos, "prev_id": prev}
-		keys, ok := res.DeviceKeys[c.User][d]
-		if c.Deleted || !ok {
-			content["deleted"] = true
-		} else {
-			content["keys"] = keys
-			if name := gjson.GetBytes(keys, "unsigned.device_display_name").Str; name != "" {
-				content["device_display_name"] = name
-			}
+		u := e2ee.RemoteDeviceUpdate{UserID: c.User, DeviceID: d, StreamID: c.Pos, PrevID: prev, Deleted: true}
+		if i := slices.IndexFunc(l.Devices, func(x e2ee.DeviceInfo) bool { return x.DeviceID == d }); i >= 0 && !c.Deleted {
+			// A device gone since the change is announced as deleted.
+			u.Deleted, u.Keys, u.DisplayName = false, l.Devices[i].Keys, l.Devices[i].DisplayName
 		}
-		if err := a.SendEDU(ctx, dests, eduDeviceList, content); err != nil {
+		if err := a.SendEDU(ctx, dests, eduDeviceList, u); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// sendSigningKeyUpdate sends a user's cross-signing keys as an
+// m.signing_key_update, if they have any.
+func (a *API) sendSigningKeyUpdate(ctx context.Context, dests []string, l *e2ee.DeviceList) error {
+	if l.MasterKey == nil && l.SelfSigningKey == nil {
+		return nil
+	}
+	content := map[string]any{"user_id": l.UserID}
+	if l.MasterKey != nil {
+		content["master_key"] = l.MasterKey
+	}
+	if l.SelfSigningKey != nil {
+		content["self_signing_key"] = l.SelfSigningKey
+	}
+	return a.SendEDU(ctx, dests, eduSigningKey, content)
+}
+
 // serversSharingRooms lists the other servers with users joined to a room
 // userID is joined to.
 func (a *API) serversSharingRooms(ctx context.Context, userID id.UserID) ([]string, error) {
+	return a.serversSharingRoomsExcept(ctx, userID, "")
+}
+
+// serversSharingRoomsExcept lists the other servers with users joined to a
+// room userID is joined to, leaving out the room except.
+func (a *API) serversSharingRoomsExcept(ctx context.Context, userID id.UserID, except id.RoomID) ([]string, error) {
 	rooms, err := a.rs.RoomsForUser(ctx, userID, "join")
 	if err != nil {
 		return nil, fmt.Errorf("listing rooms of %s: %w", userID, err)
@@ -366,6 +409,9 @@ func (a *API) serversSharingRooms(ctx context.Context, userID id.UserID) ([]stri
 	seen := map[string]struct{}{a.serverName: {}}
 	var out []string
 	for _, roomID := range rooms {
+		if roomID == except {
+			continue
+		}
 		servers, err := a.serversInRoom(ctx, roomID)
 		if err != nil {
 			return nil, err

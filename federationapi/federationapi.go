@@ -68,6 +68,8 @@ func (f EDUHandlerFunc) HandleEDU(ctx context.Context, origin, eduType string, c
 type Options struct {
 	Profiles  ProfileProvider
 	Directory DirectoryProvider
+	// Invites refuses invites local users block (nil: all are accepted).
+	Invites InvitePolicy
 }
 
 // API is the server-server API component.
@@ -96,6 +98,8 @@ type API struct {
 	// ephemeral streams, set by EnableEphemeral.
 	keys      E2EEKeys
 	ephemeral EphemeralSink
+	// devLists refreshes remote users' cached device lists (devicelist.go).
+	devLists deviceListResyncer
 
 	// originLocks serialises /send transactions per origin.
 	originLocks keyedMutex

@@ -130,6 +130,11 @@ func (a *API) putInvite(w http.ResponseWriter, r *http.Request, origin string) e
 	if err := events.VerifySignatures(ev, a.getKeyFunc(ctx)); err != nil {
 		return httputil.Forbidden("Bad signature: %v", err)
 	}
+	if a.opts.Invites != nil {
+		if err := a.opts.Invites.CheckInvite(ctx, invitee, ev.Sender()); err != nil {
+			return err // MSC4155: the invitee blocks invites from the sender
+		}
+	}
 	if !ev.CheckContentHash() {
 		return httputil.InvalidParam("Content hash does not match")
 	}

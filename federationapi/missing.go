@@ -192,11 +192,11 @@ func (a *API) fetchMissingPrevs(ctx context.Context, origin string, ev *events.E
 	return nil
 }
 
-// inputAcrossGap inputs ev when some of its prev events cannot be had with their
-// state: it asks origin for the state after each of them (/state_ids, then the
-// events not known, by /event or all at once by /state), stores those events as
-// outliers and lets the engine resolve the state before ev.
-func (a *API) inputAcrossGap(ctx context.Context, origin string, ev *events.Event, prevs []id.EventID) (*roomserver.InputResult, error) {
+// statesAcrossGap returns, for each prev event of ev that cannot be had with
+// its state, the state after it as origin tells it (/state_ids, then the events
+// not known, by /event or all at once by /state), stored as outliers; the
+// engine resolves the state before ev from them (InputEventWithState).
+func (a *API) statesAcrossGap(ctx context.Context, origin string, ev *events.Event, prevs []id.EventID) (map[id.EventID][]id.EventID, error) {
 	if len(prevs) > maxGapPrevs {
 		return nil, fmt.Errorf("event %s has %d missing prev events, more than %d", ev.ID(), len(prevs), maxGapPrevs)
 	}
@@ -208,11 +208,14 @@ func (a *API) inputAcrossGap(ctx context.Context, origin string, ev *events.Even
 		}
 		prevStates[p] = st
 	}
-	return a.rs.InputEventWithState(ctx, ev, prevStates)
+	return prevStates, nil
 }
 
 // stateAfter fetches the state after event p from origin, storing what is missing
-// as outliers, and returns it as event IDs.
+// as outliers, and returns it as event IDs. State events that cannot be had (not
+// served, or not storable because their own auth events are missing) are left
+// out of the state: they are a reason to distrust it, not to stop, and an event
+// that needed them fails the auth rules against it.
 func (a *API) stateAfter(ctx context.Context, origin string, roomID id.RoomID, version id.RoomVersion, p id.EventID) ([]id.EventID, error) {
 	ids, err := a.client.GetStateIDs(ctx, origin, roomID, p)
 	if err != nil {
@@ -256,26 +259,7 @@ func (a *API) stateAfter(ctx context.Context, origin string, roomID id.RoomID, v
 			}
 		}
 	default:
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 8)
-		for _, x := range unknown {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				r, err := a.fetchEvent(ctx, origin, x)
-				if err != nil {
-					slog.Info("fetching event failed", "origin", origin, "event_id", x, "err", err)
-					return
-				}
-				mu.Lock()
-				raws = append(raws, r)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
+		raws = a.fetchEvents(ctx, origin, unknown)
 	}
 	evs, err := a.verifyNew(ctx, roomID, version, raws)
 	if err != nil {
@@ -289,22 +273,86 @@ func (a *API) stateAfter(ctx context.Context, origin string, roomID id.RoomID, v
 	if err != nil {
 		return nil, fmt.Errorf("prev event %s: %w", p, err)
 	}
-	out := ids.PDUs
-	if pe.IsState() && !pe.Rejected {
-		stateEvs, err := a.rs.Events(ctx, ids.PDUs)
-		if err != nil {
-			return nil, err
-		}
-		out = make([]id.EventID, 0, len(ids.PDUs)+1)
+	stateEvs, err := a.rs.Events(ctx, ids.PDUs)
+	if err != nil {
+		return nil, err
+	}
+	if len(stateEvs) < len(ids.PDUs) {
+		slog.Info("state events not to be had", "origin", origin, "room_id", roomID, "at", p, "missing", len(ids.PDUs)-len(stateEvs))
+	}
+	out := make([]id.EventID, 0, len(stateEvs)+1)
+	replace := pe.IsState() && !pe.Rejected
+	if replace {
 		out = append(out, p)
-		for _, se := range stateEvs {
-			if se.IsState() && se.Type() == pe.Type() && *se.StateKey() == *pe.StateKey() {
-				continue
-			}
-			out = append(out, se.ID())
+	}
+	for _, se := range stateEvs {
+		if replace && se.IsState() && se.Type() == pe.Type() && *se.StateKey() == *pe.StateKey() {
+			continue
 		}
+		out = append(out, se.ID())
 	}
 	return out, nil
+}
+
+// fetchAuthEvents fetches the auth events of ev that are not stored (missingIDs)
+// and stores them as outliers: ev's auth chain by /event_auth, then any still
+// missing one by one by /event. What cannot be had is logged; the caller sees it
+// when it inputs ev again.
+func (a *API) fetchAuthEvents(ctx context.Context, origin string, ev *events.Event, missingIDs []id.EventID) {
+	if err := a.fetchAuthChain(ctx, origin, ev); err != nil {
+		slog.Info("fetching auth chain failed", "origin", origin, "event_id", ev.ID(), "err", err)
+	}
+	known, err := a.rs.Events(ctx, missingIDs)
+	if err != nil {
+		slog.Warn("looking up fetched auth events", "event_id", ev.ID(), "err", err)
+		return
+	}
+	still := make([]id.EventID, 0, len(missingIDs))
+	for _, x := range missingIDs {
+		if !containsID(known, x) {
+			still = append(still, x)
+		}
+	}
+	if len(still) == 0 {
+		return
+	}
+	if len(still) > maxEventFetches {
+		still = still[:maxEventFetches]
+	}
+	evs, err := a.verifyNew(ctx, ev.RoomID(), ev.Version().ID, a.fetchEvents(ctx, origin, still))
+	if err == nil {
+		err = a.inputOutliers(ctx, evs)
+	}
+	if err != nil {
+		slog.Warn("storing fetched auth events", "event_id", ev.ID(), "err", err)
+	}
+}
+
+// fetchEvents gets events from origin with /event, several at a time, leaving
+// out those it cannot get.
+func (a *API) fetchEvents(ctx context.Context, origin string, ids []id.EventID) []json.RawMessage {
+	raws := make([]json.RawMessage, 0, len(ids))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, x := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			r, err := a.fetchEvent(ctx, origin, x)
+			if err != nil {
+				slog.Info("fetching event failed", "origin", origin, "event_id", x, "err", err)
+				return
+			}
+			mu.Lock()
+			raws = append(raws, r)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return raws
 }
 
 // fetchEvent gets one event from origin with /event.

@@ -141,17 +141,33 @@ func (a *API) processPDUs(ctx context.Context, origin string, raws []json.RawMes
 		}
 		sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
 		for _, ev := range evs {
-			results[ev.ID()] = a.handlePDU(ctx, origin, ev, true)
+			results[ev.ID()] = pduResult(origin, ev, a.handlePDU(ctx, origin, ev, true))
 		}
 	}
 	return results
 }
 
-// handlePDU inputs a verified PDU (steps 4–6 are the room engine's), fetching
-// what it needs from origin first: its auth chain, missing prev events through
-// get_missing_events (when allowed), and failing that the state before the gap.
-// Rejection is reported as an error; soft failure is not.
-func (a *API) handlePDU(ctx context.Context, origin string, ev *events.Event, getMissing bool) (err error) {
+// handlePDU inputs a verified PDU (steps 4–6 of "Checks performed on receipt
+// of a PDU" are the room engine's), fetching from origin what it needs first.
+// Missing prev events come first, as their state may bring the auth events:
+//
+//   - for a pushed event (one origin sent in a transaction), the events
+//     between this server's forward extremities and it, by get_missing_events.
+//     If the gap is still open, the event is not taken in: it was pushed, so
+//     origin has no excuse for not supplying its prev events, and trusting
+//     state for it could make it the room's only extremity with that state
+//     (Synapse does the same);
+//   - for a pulled event (one get_missing_events returned), the state after
+//     each missing prev event, by /state_ids (and /event or /state).
+//
+// Then missing auth events are fetched by /event_auth and, failing that, one
+// by one by /event. An event whose auth events cannot be had is not stored:
+// that they could not be fetched does not mean they do not exist.
+//
+// A rejected event is stored and reported as a *rejectedError; an event that
+// could not be taken in yields an *unavailableError. Soft failure is not an
+// error.
+func (a *API) handlePDU(ctx context.Context, origin string, ev *events.Event, pushed bool) (err error) {
 	// A panic while processing one PDU must not fail the whole transaction, which
 	// the sender would then retry forever.
 	defer func() {
@@ -160,37 +176,86 @@ func (a *API) handlePDU(ctx context.Context, origin string, ev *events.Event, ge
 			err = fmt.Errorf("internal error processing %s", ev.ID())
 		}
 	}()
-	res, err := a.rs.InputRemoteEvent(ctx, ev)
-	var missing *roomserver.MissingEventsError
-	var triedAuth, triedGME, triedState bool
+	var (
+		res        *roomserver.InputResult
+		prevStates map[id.EventID][]id.EventID
+		missing    *roomserver.MissingEventsError
+		triedGME   bool
+		triedAuth  bool
+	)
+	input := func() {
+		if prevStates != nil {
+			res, err = a.rs.InputEventWithState(ctx, ev, prevStates)
+		} else {
+			res, err = a.rs.InputRemoteEvent(ctx, ev)
+		}
+	}
+	input()
 	for errors.As(err, &missing) {
 		switch {
-		case len(missing.AuthEvents) > 0 && !triedAuth:
-			triedAuth = true
-			if ferr := a.fetchAuthChain(ctx, origin, ev); ferr != nil {
-				return fmt.Errorf("fetching auth events: %w", ferr)
-			}
-			res, err = a.rs.InputRemoteEvent(ctx, ev)
-		case len(missing.PrevEvents) > 0 && getMissing && !triedGME:
+		case len(missing.PrevEvents) > 0 && pushed && !triedGME:
 			triedGME = true
 			if ferr := a.fetchMissingPrevs(ctx, origin, ev); ferr != nil {
 				slog.Info("get_missing_events failed", "origin", origin, "event_id", ev.ID(), "err", ferr)
 			}
-			res, err = a.rs.InputRemoteEvent(ctx, ev)
-		case len(missing.PrevEvents) > 0 && !triedState:
-			triedState = true
-			res, err = a.inputAcrossGap(ctx, origin, ev, missing.PrevEvents)
+		case len(missing.PrevEvents) > 0 && pushed:
+			return &unavailableError{fmt.Errorf("%s did not supply the %d prev events of %s", origin, len(missing.PrevEvents), ev.ID())}
+		case len(missing.PrevEvents) > 0 && prevStates == nil:
+			if prevStates, err = a.statesAcrossGap(ctx, origin, ev, missing.PrevEvents); err != nil {
+				return &unavailableError{err}
+			}
+		case len(missing.AuthEvents) > 0 && !triedAuth:
+			triedAuth = true
+			a.fetchAuthEvents(ctx, origin, ev, missing.AuthEvents)
 		default:
-			return fmt.Errorf("cannot get the events %s needs: %w", ev.ID(), err)
+			return &unavailableError{fmt.Errorf("cannot get the events %s needs: %w", ev.ID(), err)}
 		}
+		input()
 	}
 	if err != nil {
 		return err
 	}
 	if res.Rejected != nil {
-		return fmt.Errorf("rejected: %w", res.Rejected)
+		return &rejectedError{res.Rejected}
 	}
 	return nil
+}
+
+// rejectedError is an event stored as rejected (steps 4 and 5).
+type rejectedError struct{ err error }
+
+func (e *rejectedError) Error() string { return "rejected: " + e.err.Error() }
+func (e *rejectedError) Unwrap() error { return e.err }
+
+// unavailableError is an event not taken in because the events it needs could
+// not be had.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return e.err.Error() }
+func (e *unavailableError) Unwrap() error { return e.err }
+
+// pduResult is what the response to PUT /send says of a PDU that passed the
+// checks on its format, signatures and hashes (steps 1–3) and the room's
+// server ACL: success, even when it was rejected or could not be placed in the
+// room for want of events origin did not supply. Those outcomes are logged.
+// The spec leaves what counts as an error open; Synapse processes received
+// PDUs after answering and so reports none, and senders act on none: a
+// per-PDU error is neither retried nor shown. Only a failure of this server
+// itself is reported.
+func pduResult(origin string, ev *events.Event, err error) error {
+	var rej *rejectedError
+	var un *unavailableError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &rej):
+		return nil // logged by the room engine
+	case errors.As(err, &un):
+		slog.Info("received PDU not taken in", "origin", origin, "event_id", ev.ID(), "room_id", ev.RoomID(), "err", err)
+		return nil
+	}
+	slog.Warn("processing received PDU", "origin", origin, "event_id", ev.ID(), "room_id", ev.RoomID(), "err", err)
+	return err
 }
 
 // processEDUs hands EDUs to the registered handlers; unknown types are ignored.

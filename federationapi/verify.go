@@ -39,12 +39,10 @@ func (a *API) verifyPDU(ctx context.Context, version id.RoomVersion, raw []byte)
 	return a.verifyParsed(ctx, ev)
 }
 
-// verifyParsed is verifyPDU after parsing: steps 2 and 3.
+// verifyParsed is verifyPDU after parsing: steps 2 and 3. An event that
+// events.Event.FormatRejection marks passes: the room engine stores it as
+// rejected, as the room may depend on it.
 func (a *API) verifyParsed(ctx context.Context, ev *events.Event) (*events.Event, error) {
-	if err := ev.FormatRejection(); err != nil {
-		// The engine has no way yet to store such an event as rejected; drop it.
-		return nil, err
-	}
 	if err := events.VerifySignatures(ev, a.getKeyFunc(ctx)); err != nil {
 		return nil, err
 	}

@@ -237,6 +237,29 @@ func TestFederatedMedia(t *testing.T) {
 				t.Errorf("legacy request query %q lacks allow_remote=false", legacyQuery)
 			}
 
+			// A server whose federation media path answers 400 without a Matrix
+			// error (as Complement's mock server does): the legacy endpoint is
+			// tried, and media without a file name comes through.
+			odd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch {
+				case strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/media/"):
+					w.WriteHeader(400)
+					_, _ = io.WriteString(w, "complement: Invalid Origin")
+				case r.URL.Path == "/_matrix/media/v3/download/odd.test/PlainTextFile":
+					w.Header().Set("Content-Type", "text/plain")
+					_, _ = io.WriteString(w, "Hello from the other side")
+				default:
+					w.WriteHeader(404)
+					_, _ = io.WriteString(w, `{"errcode":"M_NOT_FOUND","error":"nope"}`)
+				}
+			}))
+			defer odd.Close()
+			fn.add("odd.test", odd.Listener.Addr().String(), nil)
+			plain := bob.do("GET", clientMedia+"/download/odd.test/PlainTextFile", nil).expect(t, 200, "")
+			if string(plain.body) != "Hello from the other side" || !strings.HasPrefix(plain.header.Get("Content-Type"), "text/plain") {
+				t.Fatalf("fallback after a bare 400: %s %q", plain, plain.header.Get("Content-Type"))
+			}
+
 			// Once cached, B serves A's media even when A is gone.
 			fn.remove("a.test")
 			if again := bob.do("GET", clientMedia+"/download/a.test/"+id, nil).expect(t, 200, ""); !bytes.Equal(again.body, img) {

@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,6 +135,15 @@ func TestAuthenticatedMedia(t *testing.T) {
 			nobody.do("GET", p, nil).expect(t, 401, "M_MISSING_TOKEN")
 			bad.do("GET", p, nil).expect(t, 401, "M_UNKNOWN_TOKEN")
 		}
+		// Authentication comes before path checks: a malformed media path (here
+		// an MXC URI where the media ID goes) or a wrong method is 401 without
+		// a token, 404/405 with one.
+		malformed := clientMedia + "/download/hs.test/" + url.PathEscape("mxc://hs.test/"+id)
+		nobody.do("GET", malformed, nil).expect(t, 401, "M_MISSING_TOKEN")
+		alice.do("GET", malformed, nil).expect(t, 404, "")
+		nobody.do("GET", clientMedia+"/nonsense", nil).expect(t, 401, "M_MISSING_TOKEN")
+		nobody.do("DELETE", clientMedia+"/download/hs.test/"+id, nil).expect(t, 401, "M_MISSING_TOKEN")
+		alice.do("DELETE", clientMedia+"/download/hs.test/"+id, nil).expect(t, 405, "")
 		nobody.do("POST", legacyMedia+"/upload", []byte("x")).expect(t, 401, "M_MISSING_TOKEN")
 		nobody.do("POST", "/_matrix/media/v1/create", nil).expect(t, 401, "M_MISSING_TOKEN")
 		// Legacy endpoints are frozen by default, even with a token.

@@ -248,7 +248,11 @@ func (a *API) Register(r httputil.Routers) {
 	r.Media.HandleFunc("/v1/create", a.authed(a.createMXC, false)).Methods(http.MethodPost)
 
 	c := r.Client.PathPrefix("/v1/media").Subrouter()
-	c.NotFoundHandler, c.MethodNotAllowedHandler = r.Client.NotFoundHandler, r.Client.MethodNotAllowedHandler
+	// Every authenticated media path needs an access token, including ones
+	// that match no endpoint (a malformed media ID): without a token the
+	// answer is 401, not 404 or 405, so nothing is learnt without one.
+	c.NotFoundHandler = a.authFirst(r.Client.NotFoundHandler, http.StatusNotFound)
+	c.MethodNotAllowedHandler = a.authFirst(r.Client.MethodNotAllowedHandler, http.StatusMethodNotAllowed)
 	c.HandleFunc("/config", a.authed(a.mediaConfig, true)).Methods(http.MethodGet)
 	c.HandleFunc("/preview_url", a.authed(a.previewURL, false)).Methods(http.MethodGet)
 	c.HandleFunc("/download/{serverName}/{mediaId}", a.authedDownload(a.download)).Methods(get...)
@@ -288,6 +292,18 @@ func (a *API) authed(h authedFunc, allowGuests bool) http.HandlerFunc {
 			respondErr(w, r, err)
 		}
 	}
+}
+
+// authFirst answers with h (or, when h is nil, a bare status) only once the
+// request is authenticated (guests included).
+func (a *API) authFirst(h http.Handler, status int) http.Handler {
+	if h == nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) })
+	}
+	return a.authed(func(w http.ResponseWriter, r *http.Request, _ Requester) error {
+		h.ServeHTTP(w, r)
+		return nil
+	}, true)
 }
 
 // authedDownload wraps the authenticated download and thumbnail endpoints (guests

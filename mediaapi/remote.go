@@ -149,13 +149,15 @@ func (a *API) fetchFederation(ctx context.Context, serverName, mediaID string) (
 
 // endpointMissing tells "no such endpoint" from "no such media": servers answer
 // unknown endpoints with M_UNRECOGNIZED (404 or 405) and unknown media with 404
-// M_NOT_FOUND.
+// M_NOT_FOUND. A 400 without a Matrix error body did not come from an
+// implementation of the endpoint either (a proxy, or a server that routes the
+// path elsewhere), so the legacy endpoint is worth a try then too.
 func endpointMissing(status int, code string) bool {
 	switch status {
 	case http.StatusNotFound:
 		return code != "M_NOT_FOUND"
 	case http.StatusBadRequest:
-		return code == "M_UNRECOGNIZED"
+		return code == "M_UNRECOGNIZED" || code == ""
 	case http.StatusMethodNotAllowed, http.StatusNotImplemented:
 		return true
 	}

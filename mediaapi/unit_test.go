@@ -72,6 +72,32 @@ func TestCheckMXC(t *testing.T) {
 	}
 }
 
+// TestEndpointMissing: which answers to the federation download make the
+// legacy endpoint worth a try.
+func TestEndpointMissing(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		code   string
+		want   bool
+	}{
+		{404, "M_UNRECOGNIZED", true},
+		{404, "", true},
+		{404, "M_NOT_FOUND", false},
+		{405, "", true},
+		{501, "", true},
+		{400, "M_UNRECOGNIZED", true},
+		{400, "", true}, // not a Matrix answer (Complement's mock answers so)
+		{400, "M_INVALID_PARAM", false},
+		{401, "M_UNAUTHORIZED", false},
+		{403, "M_FORBIDDEN", false},
+		{502, "", false},
+	} {
+		if got := endpointMissing(tc.status, tc.code); got != tc.want {
+			t.Errorf("endpointMissing(%d, %q) = %v, want %v", tc.status, tc.code, got, tc.want)
+		}
+	}
+}
+
 func TestCleanFilename(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"photo.jpg", "photo.jpg"},

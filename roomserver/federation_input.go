@@ -161,7 +161,7 @@ func (r *Roomserver) InputEventWithState(ctx context.Context, ev *events.Event, 
 	for _, a := range authIDs {
 		authNIDs = append(authNIDs, byID[a].NID)
 	}
-	in := &persistInput{ev: ev, authNIDs: authNIDs, stateBefore: before, stateBeforeIsFresh: true}
+	in := &persistInput{ev: ev, authNIDs: authNIDs, stateBefore: before, stateBeforeIsFresh: true, pendingRedactions: true}
 	if parentNID != 0 {
 		in.freshParentNID = parentNID
 		if in.freshParentState, in.freshParentMeta, err = r.loadSnapshot(ctx, r.db, parentNID); err != nil {
@@ -180,7 +180,9 @@ func (r *Roomserver) InputEventWithState(ctx context.Context, ev *events.Event, 
 		}
 		return out, nil
 	}
-	if err := auth.CheckAuthEvents(rm.version.ID, ev.PDU(), getEvents, r.getKey); err != nil {
+	if err := ev.FormatRejection(); err != nil {
+		res.Rejected, in.rejected = err, true
+	} else if err := auth.CheckAuthEvents(rm.version.ID, ev.PDU(), getEvents, r.getKey); err != nil {
 		res.Rejected, in.rejected = err, true
 	}
 	// Step 5: the state before the event.

@@ -37,6 +37,22 @@ type SendRequest struct {
 	Redacts id.EventID
 }
 
+type originTSKey struct{}
+
+// WithOriginServerTS returns a context under which the local events SendEvent
+// builds carry origin_server_ts ts (unix ms, > 0) instead of the current time:
+// an application service's timestamp massaging (Application Service API,
+// "Timestamp massaging"). The event's place in the DAG is unchanged.
+func WithOriginServerTS(ctx context.Context, ts int64) context.Context {
+	return context.WithValue(ctx, originTSKey{}, ts)
+}
+
+// originServerTS is the timestamp set by WithOriginServerTS, or 0 (now).
+func originServerTS(ctx context.Context) int64 {
+	ts, _ := ctx.Value(originTSKey{}).(int64)
+	return ts
+}
+
 // CreateRoom creates a room of the given version whose m.room.create event is sent
 // by sender with createContent (room_version and, before v11, creator are filled
 // in). The rest of the initial state is sent with SendEvent.
@@ -169,6 +185,7 @@ func (r *Roomserver) buildLocal(ctx context.Context, rm *room, req SendRequest) 
 	}
 	proto := events.ProtoEvent{
 		Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, RoomID: rm.id, Content: req.Content,
+		OriginServerTS: originServerTS(ctx),
 	}
 	if req.Redacts != "" {
 		redacts := req.Redacts
@@ -299,6 +316,9 @@ type persistInput struct {
 	freshParentNID     int64
 	freshParentState   stateMap
 	freshParentMeta    snapshotMeta
+	// pendingRedactions: a redaction that arrived before the event may apply
+	// to it (remote events; a local event's ID is new).
+	pendingRedactions bool
 }
 
 // persist stores an event with its state, updates the forward extremities and the
@@ -366,6 +386,12 @@ func (r *Roomserver) persist(ctx context.Context, rm *room, in *persistInput) (*
 				return err
 			}
 		}
+		var redactedBy id.EventID
+		if in.pendingRedactions && !in.rejected {
+			if redactedBy, err = r.applyPendingRedactions(ctx, tx, rm, ev, eventNID); err != nil {
+				return err
+			}
+		}
 		after := before
 		afterState := beforeState
 		afterMeta := beforeMeta
@@ -392,7 +418,7 @@ func (r *Roomserver) persist(ctx context.Context, rm *room, in *persistInput) (*
 			}
 		}
 		se = &StoredEvent{Event: ev, NID: eventNID, RoomNID: rm.nid, StreamPos: pos, Outlier: in.outlier, Rejected: in.rejected,
-			SoftFailed: in.softFailed, StateBefore: before, StateAfter: after}
+			SoftFailed: in.softFailed, StateBefore: before, StateAfter: after, RedactedBy: redactedBy}
 		if !timeline {
 			return nil
 		}

@@ -144,7 +144,7 @@ func (r *Roomserver) input(ctx context.Context, ev *events.Event, outlier bool) 
 		authNIDs = append(authNIDs, byID[a].NID)
 	}
 	res := &InputResult{}
-	in := &persistInput{ev: ev, authNIDs: authNIDs, outlier: outlier}
+	in := &persistInput{ev: ev, authNIDs: authNIDs, outlier: outlier, pendingRedactions: true}
 	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
 		out := make([]*pdu.PDU, len(ids))
 		for i, x := range ids {
@@ -154,7 +154,11 @@ func (r *Roomserver) input(ctx context.Context, ev *events.Event, outlier bool) 
 		}
 		return out, nil
 	}
-	if err := auth.CheckAuthEvents(rm.version.ID, ev.PDU(), getEvents, r.getKey); err != nil {
+	if err := ev.FormatRejection(); err != nil {
+		// An oversized field that older room versions keep as rejected (see
+		// events.Event.FormatRejection).
+		res.Rejected, in.rejected = err, true
+	} else if err := auth.CheckAuthEvents(rm.version.ID, ev.PDU(), getEvents, r.getKey); err != nil {
 		res.Rejected = err
 		in.rejected = true
 	}

@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"hearth/roomserver/auth"
+	"hearth/roomserver/events"
 	"hearth/roomserver/stateres"
 	"hearth/storage"
 )
@@ -232,15 +233,23 @@ func (r *Roomserver) resolveExtremities(ctx context.Context, tx *storage.Tx, rm 
 // applyRedaction marks the redaction's target redacted when the redaction may apply:
 // the redacter's server is the target sender's server, or the redacter has the
 // "redact" power level (Client-Server API, "Redactions"; room v3+ "Handling
-// redactions"). A target not yet known is left alone.
+// redactions"). A redaction of a target not yet known waits for it in
+// pending_redactions (see applyPendingRedactions).
 func (r *Roomserver) applyRedaction(ctx context.Context, tx *storage.Tx, rm *room, red *StoredEvent, state stateMap) error {
 	target := red.Redacts()
 	if target == "" {
 		return nil
 	}
 	evs, err := r.eventsByID(ctx, tx, []id.EventID{target})
-	if err != nil || len(evs) == 0 {
+	if err != nil {
 		return err
+	}
+	if len(evs) == 0 {
+		if _, err := tx.Exec(ctx, `INSERT INTO pending_redactions (target_event_id, redaction_nid) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+			string(target), red.NID); err != nil {
+			return fmt.Errorf("recording redaction %s of unknown %s: %w", red.ID(), target, err)
+		}
+		return nil
 	}
 	t := evs[0]
 	if t.RoomNID != rm.nid {
@@ -261,6 +270,68 @@ func (r *Roomserver) applyRedaction(ctx context.Context, tx *storage.Tx, rm *roo
 	}
 	r.events.drop(t)
 	return nil
+}
+
+// applyPendingRedactions applies to ev, stored in this transaction as
+// eventNID, a redaction that arrived before it ("Handling redactions": a
+// redaction waits until both it and its target have been seen). Each waiting
+// redaction of ev's room is checked as applyRedaction does, with the state
+// before the redaction; the waiting rows are then dropped, as the outcome
+// cannot change. It returns the ID of the redaction applied, or "".
+func (r *Roomserver) applyPendingRedactions(ctx context.Context, tx *storage.Tx, rm *room, ev *events.Event, eventNID int64) (id.EventID, error) {
+	rows, err := tx.Query(ctx, `SELECT redaction_nid FROM pending_redactions WHERE target_event_id = $1`, string(ev.ID()))
+	if err != nil {
+		return "", fmt.Errorf("looking up redactions of %s: %w", ev.ID(), err)
+	}
+	var nids []int64
+	for rows.Next() {
+		var n int64
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return "", fmt.Errorf("looking up redactions of %s: %w", ev.ID(), err)
+		}
+		nids = append(nids, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("looking up redactions of %s: %w", ev.ID(), err)
+	}
+	if len(nids) == 0 {
+		return "", nil
+	}
+	reds, err := r.eventsByNID(ctx, tx, nids)
+	if err != nil {
+		return "", err
+	}
+	var applied id.EventID
+	for _, red := range reds {
+		if red.RoomNID != rm.nid || red.Rejected || red.SoftFailed || red.Outlier {
+			continue
+		}
+		allowed := ev.Sender().Homeserver() == red.Sender().Homeserver()
+		if !allowed {
+			st, _, err := r.loadSnapshot(ctx, tx, red.StateBefore)
+			if err != nil {
+				return "", err
+			}
+			if allowed, err = r.hasPower(ctx, tx, rm, st, red.Sender(), "redact", 50); err != nil {
+				return "", err
+			}
+		}
+		if allowed {
+			applied = red.ID()
+			break
+		}
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM pending_redactions WHERE target_event_id = $1`, string(ev.ID())); err != nil {
+		return "", fmt.Errorf("dropping redactions of %s: %w", ev.ID(), err)
+	}
+	if applied != "" {
+		if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = $1 WHERE event_nid = $2`, string(applied), eventNID); err != nil {
+			return "", fmt.Errorf("applying redaction %s: %w", applied, err)
+		}
+	}
+	return applied, nil
 }
 
 // hasPower reports whether user's power level in state reaches the level named by

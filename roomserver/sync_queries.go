@@ -76,6 +76,41 @@ func (r *Roomserver) RoomTimeline(ctx context.Context, roomID id.RoomID, after, 
 	return r.eventsByNID(ctx, r.db, nids)
 }
 
+// RoomTimelineTopo returns at most limit timeline events of roomID with stream
+// positions in (0, upTo] that come before before in the room's topological
+// order (depth, then stream position; from the newest when before is zero),
+// newest first, leaving out rejected and soft-failed events: the historical
+// view an initial /sync shows of a room, the order /messages pages in.
+func (r *Roomserver) RoomTimelineTopo(ctx context.Context, roomID id.RoomID, upTo int64, before TopoPos, limit int) ([]*StoredEvent, error) {
+	roomNID, err := r.roomNID(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	q := `SELECT event_nid FROM events WHERE room_nid = $1 AND stream_pos > 0 AND stream_pos <= $2
+		AND NOT is_rejected AND NOT is_soft_failed`
+	args := []any{roomNID, upTo, limit}
+	if before != (TopoPos{}) {
+		q += ` AND (depth < $4 OR (depth = $4 AND stream_pos < $5))`
+		args = append(args, before.Depth, before.Stream)
+	}
+	evs, err := r.queryEvents(ctx, q+` ORDER BY depth DESC, stream_pos DESC LIMIT $3`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading timeline of %s: %w", roomID, err)
+	}
+	return evs, nil
+}
+
+// CurrentSnapshot returns the state snapshot holding roomID's current state.
+func (r *Roomserver) CurrentSnapshot(ctx context.Context, roomID id.RoomID) (int64, error) {
+	rm, err := r.lockRoom(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	nid := rm.currentNID
+	rm.mu.Unlock()
+	return nid, nil
+}
+
 // RoomsWithEvents returns the rooms with timeline events in (after, upTo] and,
 // for each, the newest such position.
 func (r *Roomserver) RoomsWithEvents(ctx context.Context, after, upTo int64) (map[id.RoomID]int64, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"maunium.net/go/mautrix/id"
 
+	"hearth/appservice"
 	"hearth/clientapi"
 	"hearth/clientapi/accounts"
 	"hearth/clientapi/e2ee"
@@ -44,6 +45,9 @@ type Hearth struct {
 	// Sync is the /sync machinery (notifier, in-memory indexes, ephemeral
 	// streams) the client API serves /sync with.
 	Sync *clientapi.Syncer
+	// AppServices are the registered application services and their
+	// transaction senders (docs/appservices.md).
+	AppServices *appservice.Service
 }
 
 // Start opens the database, builds every component and starts listening.
@@ -86,7 +90,8 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 	)
 	if cfg.Federation.Enabled {
 		profiles := federationProfiles{accounts.NewStore(db, cfg.ServerName)}
-		if h.Federation, err = federationapi.New(cfg, db, key, h.Roomserver, federationapi.Options{Profiles: profiles}); err != nil {
+		fedOpts := federationapi.Options{Profiles: profiles, Invites: clientapi.NewInvitePermissions(profiles.store)}
+		if h.Federation, err = federationapi.New(cfg, db, key, h.Roomserver, fedOpts); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("starting federation API: %w", err)
 		}
@@ -128,8 +133,20 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 			}
 		})
 	}
+	// Application services: registrations (the client API authenticates their
+	// as_tokens) and one transaction sender each, started below.
+	if len(cfg.AppServiceConfigFiles) > 0 && cfg.AppServices == nil {
+		if err := cfg.LoadAppServices(); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	if h.AppServices, err = appservice.New(cfg, db, h.Roomserver, appservice.Options{}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("loading application services: %w", err)
+	}
 	roomMembership := clientapi.NewRoomMembership(h.Roomserver)
-	if h.ClientAPI, err = clientapi.New(cfg, db, clientapi.Options{Keys: h.Keys, DeviceKeys: h.Keys,
+	if h.ClientAPI, err = clientapi.New(cfg, db, clientapi.Options{Keys: h.Keys, DeviceKeys: h.Keys, AppServices: h.AppServices,
 		Roomserver: h.Roomserver, Membership: roomMembership, Rooms: roomMembership,
 		RemoteJoiner: remoteJoiner, RemoteInviter: remoteInviter, RemoteAliases: remoteAliases,
 		Backfiller: backfiller, RemoteHierarchy: remoteHierarchy, RemoteKnocker: remoteKnocker,
@@ -139,6 +156,13 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		return nil, fmt.Errorf("starting client API: %w", err)
 	}
 	h.ClientAPI.Register(h.HTTP.Routers)
+	// Register starts background work (delayed events); a failed start stops it.
+	started := false
+	defer func() {
+		if !started {
+			h.ClientAPI.Close()
+		}
+	}()
 	if h.Federation != nil {
 		// Other servers resolve this server's aliases (GET /query/directory).
 		h.Federation.SetDirectory(federationDirectory{h.ClientAPI})
@@ -157,8 +181,16 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		return nil, fmt.Errorf("starting media repository: %w", err)
 	}
 	h.Media.Register(h.HTTP.Routers)
+	// Before the listeners: a service's first stream position is "now", and no
+	// request may send an event before it is taken.
+	if err := h.AppServices.Start(ctx, h.ClientAPI); err != nil {
+		h.Media.Close()
+		db.Close()
+		return nil, fmt.Errorf("starting application services: %w", err)
+	}
 
 	if h.Listeners, err = h.HTTP.Start(); err != nil {
+		h.AppServices.Stop()
 		h.Media.Close()
 		db.Close()
 		return nil, err
@@ -166,11 +198,13 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 	if h.Federation != nil {
 		if err := h.Federation.Start(ctx); err != nil {
 			_ = h.HTTP.Shutdown(ctx)
+			h.AppServices.Stop()
 			h.Media.Close()
 			db.Close()
 			return nil, fmt.Errorf("starting federation sender: %w", err)
 		}
 	}
+	started = true
 	return h, nil
 }
 
@@ -179,10 +213,14 @@ func (h *Hearth) Stop(ctx context.Context) error {
 	if h.Sync != nil {
 		h.Sync.Close() // answers waiting /sync requests at once
 	}
+	if h.ClientAPI != nil {
+		h.ClientAPI.Close() // delayed events, push delivery
+	}
 	err := h.HTTP.Shutdown(ctx)
 	if h.Federation != nil {
 		h.Federation.Stop()
 	}
+	h.AppServices.Stop() // queued transactions stay in the database
 	if h.Media != nil {
 		err = errors.Join(err, h.Media.Close())
 	}

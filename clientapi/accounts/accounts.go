@@ -270,7 +270,7 @@ func (s *Store) SetPassword(ctx context.Context, localpart, password string, log
 }
 
 // Deactivate marks the account deactivated and removes what it owned: devices
-// (with their tokens), profile, account data, push rules, filters, pending login
+// (with their tokens), profile, account data, push rules, pushers, filters, pending login
 // tokens and UIA sessions. The account row stays, so the user ID is never handed
 // out again. With erase, the password hash is wiped too; otherwise it is kept so
 // that a login with the right password can be told M_USER_DEACTIVATED.
@@ -296,6 +296,7 @@ func (s *Store) Deactivate(ctx context.Context, localpart string, erase bool) ([
 			`UPDATE profiles SET displayname = NULL, avatar_url = NULL, fields = '{}' WHERE localpart = $1`,
 			`DELETE FROM account_data WHERE localpart = $1`,
 			`DELETE FROM push_rules WHERE localpart = $1`,
+			`DELETE FROM pushers WHERE localpart = $1`,
 			`DELETE FROM filters WHERE localpart = $1`,
 			`DELETE FROM login_tokens WHERE localpart = $1`,
 		} {

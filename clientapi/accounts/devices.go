@@ -356,15 +356,17 @@ func deleteDevicesExcept(ctx context.Context, tx *storage.Tx, localpart, keep st
 	return ids, nil
 }
 
-// deleteDevice removes a device and its tokens (explicitly, so it does not
-// depend on foreign-key cascades being enabled).
+// deleteDevice removes a device, its tokens (explicitly, so it does not depend on
+// foreign-key cascades being enabled) and its pushers, and deletes (MSC3391) the
+// device's MSC3890 local notification settings in the owner's account data.
 func deleteDevice(ctx context.Context, tx *storage.Tx, localpart, deviceID string) (bool, error) {
 	for _, q := range []string{
 		`DELETE FROM access_tokens WHERE localpart = $1 AND device_id = $2`,
 		`DELETE FROM refresh_tokens WHERE localpart = $1 AND device_id = $2`,
+		`DELETE FROM pushers WHERE localpart = $1 AND device_id = $2`,
 	} {
 		if _, err := tx.Exec(ctx, q, localpart, deviceID); err != nil {
-			return false, fmt.Errorf("deleting tokens of device %s: %w", deviceID, err)
+			return false, fmt.Errorf("deleting tokens and pushers of device %s: %w", deviceID, err)
 		}
 	}
 	res, err := tx.Exec(ctx, `DELETE FROM devices WHERE localpart = $1 AND device_id = $2`, localpart, deviceID)
@@ -372,8 +374,19 @@ func deleteDevice(ctx context.Context, tx *storage.Tx, localpart, deviceID strin
 		return false, fmt.Errorf("deleting device %s: %w", deviceID, err)
 	}
 	n, _ := res.RowsAffected()
-	return n > 0, nil
+	if n == 0 {
+		return false, nil
+	}
+	if _, err := deleteAccountData(ctx, tx, localpart, "", LocalNotificationSettingsPrefix+deviceID); err != nil {
+		return false, err
+	}
+	return true, nil
 }
+
+// LocalNotificationSettingsPrefix starts the global account data type holding a
+// device's notification settings (MSC3890); the device ID follows. The entry is
+// deleted with the device.
+const LocalNotificationSettingsPrefix = "org.matrix.msc3890.local_notification_settings."
 
 // CreateLoginToken issues a single-use m.login.token for the account.
 func (s *Store) CreateLoginToken(ctx context.Context, localpart string, lifetime time.Duration) (string, error) {

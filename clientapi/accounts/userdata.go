@@ -201,11 +201,47 @@ func (s *Store) UpdateAccountData(ctx context.Context, localpart, roomID, typ st
 	return pos, err
 }
 
-// AccountData returns one piece of account data, or ErrNotFound.
+// DeletedContent is the content of deleted account data (MSC3391): the entry
+// stays, so that incremental syncs tell clients about the deletion, but it reads
+// as absent.
+const DeletedContent = "{}"
+
+// DeleteAccountData deletes one piece of account data (MSC3391). It reports
+// whether there was any to delete, and its new stream position if so.
+func (s *Store) DeleteAccountData(ctx context.Context, localpart, roomID, typ string) (int64, bool, error) {
+	var pos int64
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		var err error
+		pos, err = deleteAccountData(ctx, tx, localpart, roomID, typ)
+		return err
+	})
+	return pos, pos > 0, err
+}
+
+// deleteAccountData marks account data deleted inside tx; it returns the new
+// stream position, or 0 when there was nothing (not already deleted) to delete.
+func deleteAccountData(ctx context.Context, tx *storage.Tx, localpart, roomID, typ string) (int64, error) {
+	var content string
+	err := tx.QueryRow(ctx, `SELECT content FROM account_data WHERE localpart = $1 AND room_id = $2 AND type = $3`, localpart, roomID, typ).Scan(&content)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && content == DeletedContent) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading account data %s of %s: %w", typ, localpart, err)
+	}
+	pos, err := bumpAccountDataPos(ctx, tx, localpart)
+	if err != nil {
+		return 0, err
+	}
+	return pos, upsertAccountData(ctx, tx, localpart, roomID, typ, []byte(DeletedContent), pos)
+}
+
+// AccountData returns one piece of account data, or ErrNotFound (also for
+// deleted account data).
 func (s *Store) AccountData(ctx context.Context, localpart, roomID, typ string) ([]byte, error) {
 	var content string
 	err := s.db.QueryRow(ctx, `SELECT content FROM account_data WHERE localpart = $1 AND room_id = $2 AND type = $3`, localpart, roomID, typ).Scan(&content)
-	if errors.Is(err, sql.ErrNoRows) {
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && content == DeletedContent) {
 		return nil, ErrNotFound
 	}
 	if err != nil {

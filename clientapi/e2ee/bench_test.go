@@ -158,3 +158,50 @@ func addDeviceTB(tb testing.TB, e *env, user id.UserID, dev string) {
 		tb.Fatal(err)
 	}
 }
+
+// BenchmarkCachedRemoteKeys is /keys/query's cache part for 100 remote users
+// of 5 devices each who share a room with the requester; and an update
+// applied to a cached list.
+func BenchmarkCachedRemoteKeys(b *testing.B) {
+	forEachBenchEnv(b, func(b *testing.B, e *env) {
+		alice := uid("alice")
+		r := e.newRoom(alice)
+		req := map[id.UserID][]id.DeviceID{}
+		for i := range 100 {
+			u := remoteUID(fmt.Sprintf("u%d", i))
+			r.remoteJoin(u)
+			l := &DeviceList{UserID: u, StreamID: 1}
+			for d := range 5 {
+				dev := fmt.Sprintf("D%d", d)
+				l.Devices = append(l.Devices, DeviceInfo{DeviceID: id.DeviceID(dev), DisplayName: "n", Keys: remoteKeys(u, dev, "k")})
+			}
+			e.waitWatch()
+			gen, err := e.s.BeginRemoteResync(e.ctx, u)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ok, err := e.s.StoreRemoteDeviceList(e.ctx, l, gen); !ok || err != nil {
+				b.Fatalf("store: %v %v", ok, err)
+			}
+			req[u] = nil
+		}
+		b.Run("query", func(b *testing.B) {
+			for b.Loop() {
+				res, _, err := e.s.CachedRemoteKeys(e.ctx, alice, req)
+				if err != nil || len(res.DeviceKeys) != 100 {
+					b.Fatalf("%d users, %v", len(res.DeviceKeys), err)
+				}
+			}
+		})
+		b.Run("update", func(b *testing.B) {
+			u, stream := remoteUID("u0"), int64(1)
+			for b.Loop() {
+				stream++
+				if resync, err := e.s.ApplyRemoteDeviceUpdate(e.ctx, &RemoteDeviceUpdate{UserID: u, DeviceID: "D0", StreamID: stream,
+					PrevID: []int64{stream - 1}, Keys: remoteKeys(u, "D0", fmt.Sprint(stream))}); err != nil || resync {
+					b.Fatalf("resync=%v err=%v", resync, err)
+				}
+			}
+		})
+	})
+}

@@ -38,9 +38,9 @@ type keyEntry struct {
 const maxKeysPerUpload = 10_000
 
 // validateUpload checks an upload for userID's device deviceID: the device keys
-// must be that device's and signed by its own ed25519 key (Client-Server API,
-// "Uploading keys"); one-time and fallback keys must be "<algorithm>:<key_id>"
-// mapped to a string or an object.
+// must be that device's, and a signature by its own ed25519 key, when there is
+// one, must be valid (Client-Server API, "Uploading keys"); one-time and
+// fallback keys must be "<algorithm>:<key_id>" mapped to a string or an object.
 func validateUpload(userID id.UserID, deviceID id.DeviceID, req *UploadRequest) (*validUpload, error) {
 	v := &validUpload{}
 	if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
@@ -70,10 +70,11 @@ func validateUpload(userID id.UserID, deviceID id.DeviceID, req *UploadRequest) 
 
 // deviceKeysFields are the parts of a DeviceKeys object the server checks.
 type deviceKeysFields struct {
-	UserID     *string           `json:"user_id"`
-	DeviceID   *string           `json:"device_id"`
-	Algorithms []string          `json:"algorithms"`
-	Keys       map[string]string `json:"keys"`
+	UserID     *string                      `json:"user_id"`
+	DeviceID   *string                      `json:"device_id"`
+	Algorithms []string                     `json:"algorithms"`
+	Keys       map[string]string            `json:"keys"`
+	Signatures map[string]map[string]string `json:"signatures"`
 }
 
 func validateDeviceKeys(userID id.UserID, deviceID id.DeviceID, raw json.RawMessage) ([]byte, string, error) {
@@ -85,8 +86,8 @@ func validateDeviceKeys(userID id.UserID, deviceID id.DeviceID, raw json.RawMess
 		return nil, "", httputil.BadJSON("device_keys: %v", err)
 	}
 	switch {
-	case f.UserID == nil || f.DeviceID == nil || f.Algorithms == nil || f.Keys == nil:
-		return nil, "", httputil.BadJSON("device_keys needs user_id, device_id, algorithms and keys")
+	case f.UserID == nil || f.DeviceID == nil || f.Algorithms == nil || f.Keys == nil || f.Signatures == nil:
+		return nil, "", httputil.BadJSON("device_keys needs user_id, device_id, algorithms, keys and signatures")
 	case *f.UserID != string(userID):
 		return nil, "", httputil.InvalidParam("device_keys.user_id does not match the authenticated user")
 	case *f.DeviceID != string(deviceID):
@@ -96,9 +97,13 @@ func validateDeviceKeys(userID id.UserID, deviceID id.DeviceID, raw json.RawMess
 	if ed == "" {
 		return nil, "", httputil.InvalidParam("device_keys.keys has no ed25519:%s key", deviceID)
 	}
-	// The object must be signed by the device's own ed25519 key.
-	if !verifySigned(raw, userID, string(deviceID), ed) {
-		return nil, "", errInvalidSignature("device_keys is not signed by its device's ed25519 key")
+	// A self-signature, if there is one, must verify. One may be missing: the
+	// spec asks clients, not servers, to check it when they download keys
+	// ("Downloading keys"), and Synapse stores keys uploaded without it, which
+	// clients and test suites rely on. A wrong one is refused: it can only
+	// come from a broken client, and would make every peer distrust the device.
+	if _, signed := f.Signatures[string(userID)]["ed25519:"+string(deviceID)]; signed && !verifySigned(raw, userID, string(deviceID), ed) {
+		return nil, "", errInvalidSignature("device_keys has an invalid signature by its device's ed25519 key")
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -558,21 +563,64 @@ func deleteDeviceData(ctx context.Context, tx *storage.Tx, userID id.UserID, dev
 	return had > 0, nil
 }
 
-// UserDevices answers a remote server's request for a local user's devices
-// (Server-Server API, GET /user/devices/{userId}): the position of the user's
-// latest device-list change, usable as stream_id, and the keys a remote server
-// may see.
-func (s *Service) UserDevices(ctx context.Context, userID id.UserID) (int64, *QueryResult, error) {
-	var pos int64
-	err := s.db.QueryRow(ctx, `SELECT pos FROM device_list_positions WHERE user_id = $1`, string(userID)).Scan(&pos)
+// LocalDeviceList is a local user's device list as other servers see it
+// (Server-Server API, GET /user/devices/{userId}, and the m.device_list_update
+// EDUs): every device, with its identity keys if it has uploaded any (and only
+// its owner's signatures on them), and the master and self-signing keys.
+// StreamID is the position of the user's latest device-list change. With only
+// set, just those devices are listed.
+func (s *Service) LocalDeviceList(ctx context.Context, userID id.UserID, only []id.DeviceID) (*DeviceList, error) {
+	l := &DeviceList{UserID: userID}
+	err := s.db.QueryRow(ctx, `SELECT pos FROM device_list_positions WHERE user_id = $1`, string(userID)).Scan(&l.StreamID)
 	if err != nil && !isNoRows(err) {
-		return 0, nil, fmt.Errorf("reading device-list position of %s: %w", userID, err)
+		return nil, fmt.Errorf("reading device-list position of %s: %w", userID, err)
 	}
-	res, err := s.QueryLocalKeys(ctx, "", map[id.UserID][]id.DeviceID{userID: nil})
+	keys, err := s.QueryLocalKeys(ctx, "", map[id.UserID][]id.DeviceID{userID: only})
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	return pos, res, nil
+	l.MasterKey, l.SelfSigningKey = keys.MasterKeys[userID], keys.SelfSigningKeys[userID]
+	rows, err := s.db.Query(ctx, `SELECT device_id, COALESCE(display_name, '') FROM devices WHERE localpart = $1
+		UNION ALL SELECT device_id, COALESCE(display_name, '') FROM dehydrated_devices WHERE user_id = $2`, localpart(userID), string(userID))
+	if err != nil {
+		return nil, fmt.Errorf("listing devices of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	seen := map[id.DeviceID]struct{}{}
+	for rows.Next() {
+		var d DeviceInfo
+		if err := rows.Scan(&d.DeviceID, &d.DisplayName); err != nil {
+			return nil, err
+		}
+		if _, dup := seen[d.DeviceID]; dup || (len(only) > 0 && !slices.Contains(only, d.DeviceID)) {
+			continue
+		}
+		seen[d.DeviceID] = struct{}{}
+		d.Keys = keys.DeviceKeys[userID][d.DeviceID]
+		l.Devices = append(l.Devices, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// Keys of a device whose row is gone (being deleted) are still listed
+	// until its deletion is announced.
+	for dev, k := range keys.DeviceKeys[userID] {
+		if _, ok := seen[dev]; !ok {
+			l.Devices = append(l.Devices, DeviceInfo{DeviceID: dev, Keys: k})
+		}
+	}
+	slices.SortFunc(l.Devices, func(a, b DeviceInfo) int { return strings.Compare(string(a.DeviceID), string(b.DeviceID)) })
+	return l, nil
+}
+
+// DeviceChanged records that a device's public information (its display name)
+// changed: other users, here and on other servers, see the user's device list
+// change (Server-Server API, "Device Management": updates are sent for changes
+// in device information such as the human-readable name).
+func (s *Service) DeviceChanged(ctx context.Context, userID id.UserID, deviceID id.DeviceID) error {
+	return s.withTx(ctx, func(tx *storage.Tx, n *txNotes) error {
+		return n.deviceListChanged(ctx, tx, userID, []id.DeviceID{deviceID}, false)
+	})
 }
 
 // RemoteDeviceListChanged records that a remote user's devices or cross-signing

@@ -16,8 +16,10 @@ import (
 // changed holds the users who share a room with userID now and whose device
 // list changed in (from, to] (userID included, for its own devices), and the
 // users who started sharing a room with userID in (roomFrom, roomTo]: everyone
-// in a room userID joined, anyone who joined a room userID is in. As the spec
-// allows, a user who joins a second shared room is reported again.
+// in a room userID joined, userID included (as Synapse does: its other
+// devices learn that new servers now track its list), and anyone who joined a
+// room userID is in. As the spec allows, a user who joins a second shared
+// room is reported again.
 //
 // left holds users with whom userID shared a room that one of them left in
 // (roomFrom, roomTo], and who now share none. Both lists are sorted.
@@ -70,10 +72,9 @@ func (s *Service) DeviceListChanges(ctx context.Context, userID id.UserID, from,
 					return nil, nil, err
 				}
 				for _, m := range members {
-					if m != userID {
-						changedSet[m] = struct{}{}
-					}
+					changedSet[m] = struct{}{}
 				}
+				changedSet[userID] = struct{}{}
 			case c.UserID == userID:
 				// userID left: everyone still in the room may now share nothing
 				// with them.

@@ -4,11 +4,13 @@
 // messages, device-list change tracking, server-side key backups and dehydrated
 // devices (MSC3814). It never sees plaintext.
 //
-// Everything here is about local users. The client API's handlers call it for
-// local users and a federation collaborator for remote ones; the federation API
-// calls the same exported methods (QueryLocalKeys, ClaimLocalKeys,
-// DeliverToDevice, UserDevices) to answer remote servers, and Subscribe to learn
-// of device-list changes to send out.
+// Almost everything here is about local users. The client API's handlers call
+// it for local users and a federation collaborator for remote ones; the
+// federation API calls the same exported methods (QueryLocalKeys,
+// ClaimLocalKeys, DeliverToDevice, LocalDeviceList) to answer remote servers,
+// Subscribe and OnLocalJoin to learn of device-list changes to send out, and
+// the remote device-list cache's (remotedevices.go) to keep remote users'
+// devices, which /keys/query then answers from.
 package e2ee
 
 import (
@@ -36,6 +38,10 @@ type Rooms interface {
 	MembershipChangesSince(ctx context.Context, userID id.UserID, from, to int64) ([]roomserver.MembershipChange, error)
 	// Members lists the users with the given membership of a room.
 	Members(ctx context.Context, roomID id.RoomID, membership string) ([]id.UserID, error)
+	// Events loads events by ID (unknown ones are left out).
+	Events(ctx context.Context, ids []id.EventID) ([]*roomserver.StoredEvent, error)
+	// AddListener registers a function called after each new room event.
+	AddListener(l roomserver.Listener)
 }
 
 var _ Rooms = (*roomserver.Roomserver)(nil)
@@ -84,6 +90,10 @@ type Service struct {
 
 	subsMu sync.RWMutex
 	subs   []func(Change)
+	joinFn []func(LocalJoin)
+
+	// watch follows membership changes for the remote device-list cache.
+	watch roomWatch
 }
 
 // New creates the service over db for the local server serverName. rooms may be
@@ -98,6 +108,9 @@ func New(ctx context.Context, db *storage.DB, serverName string, rooms Rooms) (*
 		return nil, fmt.Errorf("reading E2EE stream position: %w", err)
 	}
 	s.pos.Store(pos)
+	if rooms != nil {
+		rooms.AddListener(s.onRoomEvent)
+	}
 	return s, nil
 }
 

@@ -20,6 +20,17 @@ const (
 	RuleRoomOneToOne          = ".m.rule.room_one_to_one"
 	RuleMessage               = ".m.rule.message"
 	RuleEncrypted             = ".m.rule.encrypted"
+
+	// MSC3930 poll rules (unstable IDs, as Synapse serves them): poll
+	// responses are silent; poll starts and ends notify like messages.
+	RulePollResponse      = ".org.matrix.msc3930.rule.poll_response"
+	RulePollStartOneToOne = ".org.matrix.msc3930.rule.poll_start_one_to_one"
+	RulePollStart         = ".org.matrix.msc3930.rule.poll_start"
+	RulePollEndOneToOne   = ".org.matrix.msc3930.rule.poll_end_one_to_one"
+	RulePollEnd           = ".org.matrix.msc3930.rule.poll_end"
+	pollStartType         = "org.matrix.msc3381.poll.start"
+	pollResponseType      = "org.matrix.msc3381.poll.response"
+	pollEndType           = "org.matrix.msc3381.poll.end"
 )
 
 // isLegacyMentionRule reports whether id is one of the body-based mention rules
@@ -44,7 +55,7 @@ func defaultRule(kind Kind, id string, conds []Condition, actions ...Action) *Ru
 }
 
 // Defaults returns the server-default rules for a user, as spec v1.16 defines
-// them, each kind in priority order. localpart is the user's localpart (the
+// them plus MSC3930's poll rules, each kind in priority order. localpart is the user's localpart (the
 // contains_user_name pattern).
 func Defaults(userID, localpart string) *Ruleset {
 	master := defaultRule(Override, RuleMaster, []Condition{})
@@ -85,6 +96,7 @@ func Defaults(userID, localpart string) *Ruleset {
 			defaultRule(Override, RuleSuppressEdits, []Condition{
 				PropertyIs(`content.m\.relates_to.rel_type`, Value{Type: StringValue, Str: "m.replace"}),
 			}),
+			defaultRule(Override, RulePollResponse, []Condition{EventMatch("type", pollResponseType)}),
 		},
 		Content: []*Rule{contains},
 		Underride: []*Rule{
@@ -97,6 +109,17 @@ func Defaults(userID, localpart string) *Ruleset {
 				MemberCount("2"),
 				EventMatch("type", "m.room.message"),
 			}, Notify, soundDefault),
+			// MSC3930: each one-to-one rule ranks above its any-room counterpart.
+			defaultRule(Underride, RulePollStartOneToOne, []Condition{
+				MemberCount("2"),
+				EventMatch("type", pollStartType),
+			}, Notify, soundDefault),
+			defaultRule(Underride, RulePollStart, []Condition{EventMatch("type", pollStartType)}, Notify),
+			defaultRule(Underride, RulePollEndOneToOne, []Condition{
+				MemberCount("2"),
+				EventMatch("type", pollEndType),
+			}, Notify, soundDefault),
+			defaultRule(Underride, RulePollEnd, []Condition{EventMatch("type", pollEndType)}, Notify),
 			defaultRule(Underride, RuleMessage, []Condition{EventMatch("type", "m.room.message")}, Notify),
 			defaultRule(Underride, RuleEncrypted, []Condition{EventMatch("type", "m.room.encrypted")}, Notify),
 		},

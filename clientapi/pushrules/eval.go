@@ -42,8 +42,8 @@ type Evaluator struct {
 	userID string
 	// ordered holds override, content, underride rules in priority order, with
 	// room and sender rules spliced in between content and underride via maps.
-	override, content, underride []compiledRule
-	room, sender                 map[string]*compiledRule
+	override, content, postcontent, underride []compiledRule
+	room, sender                              map[string]*compiledRule
 }
 
 type compiledRule struct {
@@ -80,6 +80,8 @@ func NewEvaluator(userID string, rs *Ruleset) *Evaluator {
 				ev.override = append(ev.override, cr)
 			case Content:
 				ev.content = append(ev.content, cr)
+			case PostContent:
+				ev.postcontent = append(ev.postcontent, cr)
 			case Underride:
 				ev.underride = append(ev.underride, cr)
 			case Room:
@@ -116,7 +118,7 @@ func compileRule(k Kind, r *Rule) compiledRule {
 	switch k {
 	case Content:
 		cr.body = compileGlob(r.Pattern, true)
-	case Override, Underride:
+	case Override, PostContent, Underride:
 		for i := range r.Conditions {
 			c := &r.Conditions[i]
 			cc := compiledCond{kind: c.Kind}
@@ -163,6 +165,11 @@ func (ev *Evaluator) Evaluate(e *Event, room *RoomContext, displayName string) *
 	for i := range ev.content {
 		if ev.content[i].match(e, room, displayName) {
 			return &ev.content[i].result
+		}
+	}
+	for i := range ev.postcontent {
+		if ev.postcontent[i].match(e, room, displayName) {
+			return &ev.postcontent[i].result
 		}
 	}
 	if r, ok := ev.room[e.RoomID]; ok {

@@ -250,6 +250,11 @@ func TestDefaultRules(t *testing.T) {
 		{"call", mk(`{"type":"m.call.invite","room_id":"!r:hs","sender":"@bob:hs","content":{}}`), group, "", RuleCall, true, false, "ring"},
 		{"encrypted DM", mk(`{"type":"m.room.encrypted","room_id":"!r:hs","sender":"@bob:hs","content":{}}`), dm, "", RuleEncryptedRoomOneToOne, true, false, "default"},
 		{"encrypted group", mk(`{"type":"m.room.encrypted","room_id":"!r:hs","sender":"@bob:hs","content":{}}`), group, "", RuleEncrypted, true, false, ""},
+		{"poll response silent", mk(`{"type":"org.matrix.msc3381.poll.response","room_id":"!r:hs","sender":"@bob:hs","content":{}}`), dm, "", RulePollResponse, false, false, ""},
+		{"poll start in DM", mk(`{"type":"org.matrix.msc3381.poll.start","room_id":"!r:hs","sender":"@bob:hs","content":{}}`), dm, "", RulePollStartOneToOne, true, false, "default"},
+		{"poll start in group", mk(`{"type":"org.matrix.msc3381.poll.start","room_id":"!r:hs","sender":"@bob:hs","content":{}}`), group, "", RulePollStart, true, false, ""},
+		{"poll end in DM", mk(`{"type":"org.matrix.msc3381.poll.end","room_id":"!r:hs","sender":"@bob:hs","content":{}}`), dm, "", RulePollEndOneToOne, true, false, "default"},
+		{"poll end in group", mk(`{"type":"org.matrix.msc3381.poll.end","room_id":"!r:hs","sender":"@bob:hs","content":{}}`), group, "", RulePollEnd, true, false, ""},
 		{"state event no rule", mk(`{"type":"m.room.name","room_id":"!r:hs","sender":"@bob:hs","state_key":"","content":{"name":"x"}}`), group, "", "", false, false, ""},
 	}
 	for _, tc := range cases {
@@ -287,6 +292,8 @@ func TestDefaultRulesJSON(t *testing.T) {
 		`{"rule_id":".m.rule.tombstone","default":true,"enabled":true,"conditions":[{"kind":"event_match","key":"type","pattern":"m.room.tombstone"},{"kind":"event_match","key":"state_key","pattern":""}],"actions":["notify",{"set_tweak":"highlight"}]}`,
 		`{"rule_id":".m.rule.contains_user_name","default":true,"enabled":true,"pattern":"alice","actions":["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}]}`,
 		`{"rule_id":".m.rule.encrypted_room_one_to_one","default":true,"enabled":true,"conditions":[{"kind":"room_member_count","is":"2"},{"kind":"event_match","key":"type","pattern":"m.room.encrypted"}],"actions":["notify",{"set_tweak":"sound","value":"default"}]}`,
+		`{"rule_id":".org.matrix.msc3930.rule.poll_response","default":true,"enabled":true,"conditions":[{"kind":"event_match","key":"type","pattern":"org.matrix.msc3381.poll.response"}],"actions":[]}`,
+		`{"rule_id":".org.matrix.msc3930.rule.poll_start_one_to_one","default":true,"enabled":true,"conditions":[{"kind":"room_member_count","is":"2"},{"kind":"event_match","key":"type","pattern":"org.matrix.msc3381.poll.start"}],"actions":["notify",{"set_tweak":"sound","value":"default"}]}`,
 		`"room":[]`, `"sender":[]`,
 	} {
 		if !strings.Contains(s, want) {
@@ -300,11 +307,12 @@ func TestDefaultRulesJSON(t *testing.T) {
 		}
 	}
 	wantOrder := fmt.Sprint([]string{RuleMaster, RuleSuppressNotices, RuleInviteForMe, RuleMemberEvent, RuleIsUserMention,
-		RuleContainsDisplayName, RuleIsRoomMention, RuleRoomNotif, RuleTombstone, RuleReaction, RuleServerACL, RuleSuppressEdits})
+		RuleContainsDisplayName, RuleIsRoomMention, RuleRoomNotif, RuleTombstone, RuleReaction, RuleServerACL, RuleSuppressEdits, RulePollResponse})
 	if fmt.Sprint(ids[Override]) != wantOrder {
 		t.Errorf("override order %v", ids[Override])
 	}
-	if fmt.Sprint(ids[Underride]) != fmt.Sprint([]string{RuleCall, RuleEncryptedRoomOneToOne, RuleRoomOneToOne, RuleMessage, RuleEncrypted}) {
+	if fmt.Sprint(ids[Underride]) != fmt.Sprint([]string{RuleCall, RuleEncryptedRoomOneToOne, RuleRoomOneToOne,
+		RulePollStartOneToOne, RulePollStart, RulePollEndOneToOne, RulePollEnd, RuleMessage, RuleEncrypted}) {
 		t.Errorf("underride order %v", ids[Underride])
 	}
 }
@@ -432,15 +440,158 @@ func TestPutOrdering(t *testing.T) {
 	}
 }
 
+// TestParseActions: the historical dont_notify and coalesce are kept as given
+// (clients read back what they wrote) but act as no-ops.
 func TestParseActions(t *testing.T) {
 	acts, err := ParseActions([]byte(`["notify","dont_notify","coalesce",{"set_tweak":"sound","value":"x"}]`))
-	if err != nil || len(acts) != 2 {
+	if err != nil || len(acts) != 4 {
 		t.Fatalf("%v %v", acts, err)
+	}
+	if b, _ := json.Marshal(acts); string(b) != `["notify","dont_notify","coalesce",{"set_tweak":"sound","value":"x"}]` {
+		t.Fatalf("round trip: %s", b)
 	}
 	for _, bad := range []string{`"notify"`, `["nope"]`, `[{"value":1}]`, `[3]`} {
 		if _, err := ParseActions([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
+	}
+	cases := []struct {
+		actions string
+		notify  bool
+	}{
+		{`["dont_notify"]`, false},
+		{`["coalesce"]`, false},
+		{`["dont_notify","notify"]`, true},
+		{`[]`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.actions, func(t *testing.T) {
+			acts, err := ParseActions([]byte(tc.actions))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs := &Ruleset{Sender: []*Rule{{Kind: Sender, RuleID: "@bob:hs", Enabled: true, Actions: acts}}}
+			r := NewEvaluator("@alice:hs", rs).Evaluate(message("@bob:hs", "hi", ""), &RoomContext{MemberCount: 3}, "")
+			if r == nil || r.RuleID != "@bob:hs" || r.Notify != tc.notify {
+				t.Fatalf("got %+v, want notify=%v", r, tc.notify)
+			}
+		})
+	}
+}
+
+// TestPostContentRules: postcontent rules (MSC4306) carry conditions and rank
+// after content rules and before room rules; the kind is written only when it
+// has rules.
+func TestPostContentRules(t *testing.T) {
+	me := "@alice:hs"
+	u := &UserRules{}
+	for _, r := range []*Rule{
+		{Kind: PostContent, RuleID: "threads", Conditions: []Condition{EventMatch("content.body", "thread*")}, Actions: []Action{Notify, SetTweak("sound", "pc")}},
+		{Kind: Room, RuleID: "!r:hs", Actions: []Action{}},
+		{Kind: Content, RuleID: "cake", Pattern: "cake", Actions: []Action{Notify, SetTweak("sound", "cake")}},
+	} {
+		if err := u.Put(r, "", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k, ok := ParseKind("postcontent"); !ok || k != PostContent {
+		t.Fatalf("ParseKind(postcontent) = %q %v", k, ok)
+	}
+	rs := u.Ruleset(me, "alice")
+	ev := NewEvaluator(me, rs)
+	room := &RoomContext{MemberCount: 5}
+	for _, tc := range []struct{ body, rule string }{
+		{"thread cake", "cake"},
+		{"thread talk", "threads"},
+		{"hello", "!r:hs"},
+	} {
+		if r := ev.Evaluate(message("@bob:hs", tc.body, ""), room, ""); r == nil || r.RuleID != tc.rule {
+			t.Errorf("%q: got %+v, want %s", tc.body, r, tc.rule)
+		}
+	}
+	b, _ := json.Marshal(rs)
+	if !strings.Contains(string(b), `"postcontent":[{"rule_id":"threads","default":false,"enabled":true,"conditions":[{"kind":"event_match","key":"content.body","pattern":"thread*"}]`) {
+		t.Errorf("postcontent JSON: %s", b)
+	}
+	if b, _ := json.Marshal(Defaults(me, "alice")); strings.Contains(string(b), "postcontent") {
+		t.Errorf("empty postcontent written: %s", b)
+	}
+	if err := u.SetEnabled(PostContent, ".io.element.msc4306.rule.subscribed_thread", false); err != ErrNotFound {
+		t.Errorf("unknown default postcontent rule: %v", err)
+	}
+}
+
+// TestCopyRoomRules: a room upgrade carries the user's rules about the old
+// room over to the new one.
+func TestCopyRoomRules(t *testing.T) {
+	const oldRoom, newRoom = "!old:hs", "!new:hs"
+	dontNotify, _ := ParseActions([]byte(`["dont_notify"]`))
+	cases := []struct {
+		name   string
+		rules  []*Rule
+		copied bool
+		want   map[Kind]string // rule IDs per kind after the copy
+	}{
+		{
+			name:   "room rule",
+			rules:  []*Rule{{Kind: Room, RuleID: oldRoom, Actions: dontNotify}, {Kind: Room, RuleID: "!other:hs", Actions: []Action{}}},
+			copied: true,
+			want:   map[Kind]string{Room: newRoom + "," + oldRoom + ",!other:hs"},
+		},
+		{
+			name: "override rule with a room_id condition",
+			rules: []*Rule{{Kind: Override, RuleID: "in-" + oldRoom, Conditions: []Condition{EventMatch("room_id", oldRoom), EventMatch("type", "m.x")}, Actions: []Action{Notify}},
+				{Kind: Override, RuleID: "elsewhere", Conditions: []Condition{EventMatch("room_id", "!other:hs")}, Actions: []Action{Notify}}},
+			copied: true,
+			want:   map[Kind]string{Override: "in-" + newRoom + ",in-" + oldRoom + ",elsewhere"},
+		},
+		{
+			name:   "already present",
+			rules:  []*Rule{{Kind: Room, RuleID: newRoom, Actions: []Action{Notify}}, {Kind: Room, RuleID: oldRoom, Actions: dontNotify}},
+			copied: false,
+			want:   map[Kind]string{Room: newRoom + "," + oldRoom},
+		},
+		{
+			name:   "nothing about the old room",
+			rules:  []*Rule{{Kind: Sender, RuleID: "@bob:hs", Actions: []Action{}}},
+			copied: false,
+			want:   map[Kind]string{Sender: "@bob:hs", Room: ""},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := &UserRules{}
+			for i := len(tc.rules) - 1; i >= 0; i-- {
+				if err := u.Put(tc.rules[i], "", ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := u.CopyRoomRules(oldRoom, newRoom); got != tc.copied {
+				t.Fatalf("copied = %v, want %v", got, tc.copied)
+			}
+			for k, want := range tc.want {
+				if got := ids(*u.list(k)); got != want {
+					t.Errorf("%s: %s, want %s", k, got, want)
+				}
+			}
+		})
+	}
+	// The copy is independent of the original and points at the new room.
+	u := &UserRules{}
+	_ = u.Put(&Rule{Kind: Override, RuleID: "r", Conditions: []Condition{EventMatch("room_id", oldRoom)}, Actions: dontNotify}, "", "")
+	u.CopyRoomRules(oldRoom, newRoom)
+	if c := u.Override[0]; c.RuleID != newRoom || c.Conditions[0].Pattern != newRoom || u.Override[1].Conditions[0].Pattern != oldRoom {
+		t.Fatalf("copy: %+v / %+v", u.Override[0], u.Override[1])
+	}
+	if b, _ := json.Marshal(u.Override[0].Actions); string(b) != `["dont_notify"]` {
+		t.Fatalf("actions: %s", b)
+	}
+	// Disabled rules stay behind.
+	u = &UserRules{}
+	_ = u.Put(&Rule{Kind: Room, RuleID: oldRoom, Actions: []Action{}}, "", "")
+	_ = u.SetEnabled(Room, oldRoom, false)
+	if u.CopyRoomRules(oldRoom, newRoom) {
+		t.Fatal("disabled rule copied")
 	}
 }
 

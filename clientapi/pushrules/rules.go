@@ -22,17 +22,23 @@ import (
 // Kind is a push rule kind, listed in the order rules are checked.
 type Kind string
 
-// The rule kinds (Client-Server API, "Push Rules").
+// The rule kinds (Client-Server API, "Push Rules"), and MSC4306's postcontent
+// kind: rules with conditions, like override rules, checked after the content
+// rules and before the room rules.
 const (
-	Override  Kind = "override"
-	Content   Kind = "content"
-	Room      Kind = "room"
-	Sender    Kind = "sender"
-	Underride Kind = "underride"
+	Override    Kind = "override"
+	Content     Kind = "content"
+	PostContent Kind = "postcontent"
+	Room        Kind = "room"
+	Sender      Kind = "sender"
+	Underride   Kind = "underride"
 )
 
 // Kinds are all kinds in priority order.
-var Kinds = [...]Kind{Override, Content, Room, Sender, Underride}
+var Kinds = [...]Kind{Override, Content, PostContent, Room, Sender, Underride}
+
+// HasConditions reports whether rules of kind k carry conditions.
+func (k Kind) HasConditions() bool { return k == Override || k == PostContent || k == Underride }
 
 // ParseKind returns the kind named s.
 func ParseKind(s string) (Kind, bool) {
@@ -352,7 +358,7 @@ type Rule struct {
 	RuleID  string
 	Default bool
 	Enabled bool
-	// Conditions apply to override and underride rules.
+	// Conditions apply to override, postcontent and underride rules.
 	Conditions []Condition
 	// Pattern applies to content rules.
 	Pattern string
@@ -372,14 +378,14 @@ type ruleJSON struct {
 }
 
 // MarshalJSON writes the rule with the keys of its kind: conditions for
-// override/underride (even when empty), pattern for content rules.
+// override/postcontent/underride (even when empty), pattern for content rules.
 func (r *Rule) MarshalJSON() ([]byte, error) {
 	j := ruleJSON{RuleID: r.RuleID, Default: r.Default, Enabled: r.Enabled, Actions: r.Actions}
 	if j.Actions == nil {
 		j.Actions = []Action{}
 	}
 	switch r.Kind {
-	case Override, Underride:
+	case Override, PostContent, Underride:
 		conds := r.Conditions
 		if conds == nil {
 			conds = []Condition{}
@@ -437,17 +443,14 @@ func SetTweak(name string, value any) Action {
 	return a
 }
 
-// ErrIgnoredAction is returned when decoding one of the historical actions
-// (dont_notify, coalesce), which must be stripped (Client-Server API,
-// "Historical Actions").
-var ErrIgnoredAction = errors.New("historical action")
-
 // MarshalJSON writes the action as it was given.
 func (a Action) MarshalJSON() ([]byte, error) { return a.raw, nil }
 
 // UnmarshalJSON accepts "notify", {"set_tweak": name, "value"?: …}, and the
-// historical "dont_notify" / "coalesce" (returning ErrIgnoredAction, so that
-// ParseActions can drop them).
+// historical "dont_notify" and "coalesce". Those two are kept as given (clients
+// read back what they wrote, as from Synapse) but do nothing: "Clients and
+// homeservers MUST ignore these actions" (Client-Server API, "Historical
+// Actions"), so ["dont_notify"] acts as [].
 func (a *Action) UnmarshalJSON(b []byte) error {
 	*a = Action{raw: append(json.RawMessage(nil), b...)}
 	var s string
@@ -457,7 +460,7 @@ func (a *Action) UnmarshalJSON(b []byte) error {
 			a.notify = true
 			return nil
 		case "dont_notify", "coalesce":
-			return ErrIgnoredAction
+			return nil
 		}
 		return fmt.Errorf("unknown action %q", s)
 	}
@@ -473,7 +476,11 @@ func (a *Action) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// ParseActions decodes a JSON array of actions, dropping historical ones.
+// Tweak returns the name and raw value of a set_tweak action ("" for other
+// actions; value nil when the action gives none).
+func (a Action) Tweak() (name string, value json.RawMessage) { return a.tweak, a.value }
+
+// ParseActions decodes a JSON array of actions.
 func ParseActions(b []byte) ([]Action, error) {
 	var raws []json.RawMessage
 	if err := json.Unmarshal(b, &raws); err != nil {
@@ -482,11 +489,7 @@ func ParseActions(b []byte) ([]Action, error) {
 	out := make([]Action, 0, len(raws))
 	for _, r := range raws {
 		var a Action
-		err := a.UnmarshalJSON(r)
-		if errors.Is(err, ErrIgnoredAction) {
-			continue
-		}
-		if err != nil {
+		if err := a.UnmarshalJSON(r); err != nil {
 			return nil, err
 		}
 		out = append(out, a)
@@ -496,11 +499,12 @@ func ParseActions(b []byte) ([]Action, error) {
 
 // Ruleset is a user's full rule set, each kind in priority order.
 type Ruleset struct {
-	Override  []*Rule `json:"override"`
-	Content   []*Rule `json:"content"`
-	Room      []*Rule `json:"room"`
-	Sender    []*Rule `json:"sender"`
-	Underride []*Rule `json:"underride"`
+	Override    []*Rule `json:"override"`
+	Content     []*Rule `json:"content"`
+	PostContent []*Rule `json:"postcontent,omitempty"`
+	Room        []*Rule `json:"room"`
+	Sender      []*Rule `json:"sender"`
+	Underride   []*Rule `json:"underride"`
 }
 
 // Rules returns the rules of one kind.
@@ -510,6 +514,8 @@ func (rs *Ruleset) Rules(k Kind) []*Rule {
 		return rs.Override
 	case Content:
 		return rs.Content
+	case PostContent:
+		return rs.PostContent
 	case Room:
 		return rs.Room
 	case Sender:
@@ -530,7 +536,8 @@ func (rs *Ruleset) Find(k Kind, ruleID string) *Rule {
 	return nil
 }
 
-// MarshalJSON writes every kind, empty kinds as [].
+// MarshalJSON writes every spec kind, empty kinds as []; postcontent (an
+// MSC4306 addition clients may not expect) only when it has rules.
 func (rs *Ruleset) MarshalJSON() ([]byte, error) {
 	nz := func(r []*Rule) []*Rule {
 		if r == nil {
@@ -539,11 +546,12 @@ func (rs *Ruleset) MarshalJSON() ([]byte, error) {
 		return r
 	}
 	type plain struct {
-		Override  []*Rule `json:"override"`
-		Content   []*Rule `json:"content"`
-		Room      []*Rule `json:"room"`
-		Sender    []*Rule `json:"sender"`
-		Underride []*Rule `json:"underride"`
+		Override    []*Rule `json:"override"`
+		Content     []*Rule `json:"content"`
+		PostContent []*Rule `json:"postcontent,omitempty"`
+		Room        []*Rule `json:"room"`
+		Sender      []*Rule `json:"sender"`
+		Underride   []*Rule `json:"underride"`
 	}
-	return json.Marshal(plain{nz(rs.Override), nz(rs.Content), nz(rs.Room), nz(rs.Sender), nz(rs.Underride)})
+	return json.Marshal(plain{nz(rs.Override), nz(rs.Content), rs.PostContent, nz(rs.Room), nz(rs.Sender), nz(rs.Underride)})
 }

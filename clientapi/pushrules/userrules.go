@@ -21,11 +21,12 @@ var (
 // order, and their changes to server-default rules (enabled, actions). Merged
 // with Defaults it gives the user's full Ruleset.
 type UserRules struct {
-	Override  []*Rule
-	Content   []*Rule
-	Room      []*Rule
-	Sender    []*Rule
-	Underride []*Rule
+	Override    []*Rule
+	Content     []*Rule
+	PostContent []*Rule
+	Room        []*Rule
+	Sender      []*Rule
+	Underride   []*Rule
 	// Changes to server-default rules, keyed by "kind/rule_id".
 	DefaultChanges map[string]DefaultChange
 }
@@ -39,6 +40,7 @@ type DefaultChange struct {
 type userRulesJSON struct {
 	Override       []*Rule                  `json:"override,omitempty"`
 	Content        []*Rule                  `json:"content,omitempty"`
+	PostContent    []*Rule                  `json:"postcontent,omitempty"`
 	Room           []*Rule                  `json:"room,omitempty"`
 	Sender         []*Rule                  `json:"sender,omitempty"`
 	Underride      []*Rule                  `json:"underride,omitempty"`
@@ -55,7 +57,7 @@ func ParseUserRules(b []byte) (*UserRules, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("decoding push rules: %w", err)
 	}
-	u.Override, u.Content, u.Room, u.Sender, u.Underride = j.Override, j.Content, j.Room, j.Sender, j.Underride
+	u.Override, u.Content, u.PostContent, u.Room, u.Sender, u.Underride = j.Override, j.Content, j.PostContent, j.Room, j.Sender, j.Underride
 	u.DefaultChanges = j.DefaultChanges
 	for _, k := range Kinds {
 		for _, r := range *u.list(k) {
@@ -67,7 +69,7 @@ func ParseUserRules(b []byte) (*UserRules, error) {
 
 // Marshal encodes the document for storage.
 func (u *UserRules) Marshal() ([]byte, error) {
-	return json.Marshal(userRulesJSON{u.Override, u.Content, u.Room, u.Sender, u.Underride, u.DefaultChanges})
+	return json.Marshal(userRulesJSON{u.Override, u.Content, u.PostContent, u.Room, u.Sender, u.Underride, u.DefaultChanges})
 }
 
 func (u *UserRules) list(k Kind) *[]*Rule {
@@ -76,6 +78,8 @@ func (u *UserRules) list(k Kind) *[]*Rule {
 		return &u.Override
 	case Content:
 		return &u.Content
+	case PostContent:
+		return &u.PostContent
 	case Room:
 		return &u.Room
 	case Sender:
@@ -109,11 +113,12 @@ func (u *UserRules) Ruleset(userID, localpart string) *Ruleset {
 	}
 	dOver := apply(d.Override)
 	rs := &Ruleset{
-		Override:  make([]*Rule, 0, len(dOver)+len(u.Override)),
-		Content:   append(append([]*Rule{}, u.Content...), apply(d.Content)...),
-		Room:      append([]*Rule{}, u.Room...),
-		Sender:    append([]*Rule{}, u.Sender...),
-		Underride: append(append([]*Rule{}, u.Underride...), apply(d.Underride)...),
+		Override:    make([]*Rule, 0, len(dOver)+len(u.Override)),
+		Content:     append(append([]*Rule{}, u.Content...), apply(d.Content)...),
+		PostContent: append([]*Rule(nil), u.PostContent...),
+		Room:        append([]*Rule{}, u.Room...),
+		Sender:      append([]*Rule{}, u.Sender...),
+		Underride:   append(append([]*Rule{}, u.Underride...), apply(d.Underride)...),
 	}
 	rs.Override = append(rs.Override, dOver[0]) // .m.rule.master
 	rs.Override = append(rs.Override, u.Override...)
@@ -145,7 +150,7 @@ func (u *UserRules) Put(r *Rule, before, after string) error {
 		return ErrMissingPattern
 	}
 	r.Default = false
-	if r.Kind != Override && r.Kind != Underride {
+	if !r.Kind.HasConditions() {
 		r.Conditions = nil
 	}
 	if r.Kind != Content {
@@ -249,4 +254,78 @@ func (u *UserRules) change(k Kind, ruleID string, user func(*Rule), def func(*De
 		}
 	}
 	return ErrNotFound
+}
+
+// CopyRoomRules gives a room that replaced oldRoom (a room upgrade) the user's
+// enabled rules about oldRoom, as Synapse does when a user joins the new room:
+// the room rule whose ID is oldRoom, and override, postcontent or underride
+// rules with an event_match condition on room_id == oldRoom, their condition
+// pointing at newRoom instead. A copy's rule ID is the original's with oldRoom
+// replaced by newRoom, or newRoom when the ID does not mention oldRoom. Rules the
+// user already has under the new ID are left alone. It reports whether
+// anything was copied.
+func (u *UserRules) CopyRoomRules(oldRoom, newRoom string) bool {
+	if oldRoom == "" || newRoom == "" || oldRoom == newRoom {
+		return false
+	}
+	copied := false
+	for _, k := range Kinds {
+		lst := u.list(k)
+		var add []*Rule
+		for _, r := range *lst {
+			if !r.Enabled || !aboutRoom(k, r, oldRoom) {
+				continue
+			}
+			newID := strings.ReplaceAll(r.RuleID, oldRoom, newRoom)
+			if newID == r.RuleID {
+				newID = newRoom
+			}
+			if hasRule(*lst, newID) || hasRule(add, newID) {
+				continue
+			}
+			c := *r
+			c.RuleID = newID
+			c.Actions = append([]Action(nil), r.Actions...)
+			if len(r.Conditions) > 0 {
+				c.Conditions = make([]Condition, len(r.Conditions))
+				for i, cond := range r.Conditions {
+					if cond.Kind == CondEventMatch && cond.Key == "room_id" && cond.Pattern == oldRoom {
+						cond.Pattern = newRoom
+					}
+					c.Conditions[i] = cond
+				}
+			}
+			add = append(add, &c)
+		}
+		if len(add) > 0 {
+			// New rules rank first, as after a PUT without before/after.
+			*lst = append(add, *lst...)
+			copied = true
+		}
+	}
+	return copied
+}
+
+// aboutRoom reports whether rule r of kind k applies to roomID only.
+func aboutRoom(k Kind, r *Rule, roomID string) bool {
+	switch k {
+	case Room:
+		return r.RuleID == roomID
+	case Override, PostContent, Underride:
+		for _, c := range r.Conditions {
+			if c.Kind == CondEventMatch && c.Key == "room_id" && c.Pattern == roomID {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasRule(rules []*Rule, id string) bool {
+	for _, r := range rules {
+		if r.RuleID == id {
+			return true
+		}
+	}
+	return false
 }

@@ -1,7 +1,9 @@
 package syncstream
 
 import (
+	"crypto/ed25519"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -296,7 +298,7 @@ func TestTimelinesRing(t *testing.T) {
 	tl := NewTimelines(0, 3)
 	r := id.RoomID("!r:hs")
 	ev := func(p int64) {
-		tl.Append(r, p, testEvent)
+		tl.Append(r, p, testEvent(t, p))
 	}
 	for p := int64(1); p <= 5; p++ {
 		ev(p)
@@ -390,5 +392,64 @@ func BenchmarkNotifierWake(b *testing.B) {
 	}
 }
 
-// testEvent stands for an event: the timelines never look inside it.
-var testEvent = &events.Event{}
+// missingEventID is a well-formed event ID no test event has.
+const missingEventID = id.EventID("$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+
+// testKey signs the events of these tests.
+var testKey = ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+
+// testEvent builds a message of the given depth citing prevs.
+func testEvent(t *testing.T, depth int64, prevs ...id.EventID) *events.Event {
+	t.Helper()
+	ev, err := events.Build("10", events.ProtoEvent{
+		Type: "m.room.message", Sender: "@a:hs", RoomID: "!r:hs", Content: []byte(fmt.Sprintf(`{"body":"%d"}`, depth)),
+		PrevEvents: prevs, AuthEvents: []id.EventID{missingEventID}, Depth: depth,
+	}, "hs", "ed25519:a", testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// TestTimelinesLinks checks what the cache tells of an event's place in the
+// room's history: linked to cached events, unknown (ask the store) when a
+// prev event is not cached, what SetLink recorded, and out-of-order depths.
+func TestTimelinesLinks(t *testing.T) {
+	tl := NewTimelines(0, 4)
+	r := id.RoomID("!r:hs")
+	e1 := testEvent(t, 1)
+	e2 := testEvent(t, 2, e1.ID())
+	e3 := testEvent(t, 3, missingEventID)
+	e4 := testEvent(t, 4, e3.ID(), e2.ID())
+	e5 := testEvent(t, 2, e1.ID()) // a late event from a fork
+	for i, e := range []*events.Event{e1, e2, e3, e4} {
+		tl.Append(r, int64(i+1), e)
+	}
+	links := func() map[int64]Link {
+		out := map[int64]Link{}
+		tl.Scan(r, 0, 99, func(e TimelineEntry) bool { out[e.Pos] = e.Link; return true })
+		return out
+	}
+	// e1 cites nothing (like a create event).
+	want := map[int64]Link{1: Linked, 2: Linked, 3: LinkUnknown, 4: Linked}
+	if got := links(); !maps.Equal(got, want) {
+		t.Fatalf("links = %v, want %v", got, want)
+	}
+	if tl.Disordered(r) {
+		t.Fatal("disordered before a late event")
+	}
+	tl.SetLink(r, 3, Gap)
+	tl.SetLink(r, 9, Gap) // not cached: ignored
+	want[3] = Gap
+	if got := links(); !maps.Equal(got, want) {
+		t.Fatalf("links after SetLink = %v, want %v", got, want)
+	}
+	tl.Append(r, 5, e5)
+	if !tl.Disordered(r) {
+		t.Fatal("a late event of smaller depth did not mark the room disordered")
+	}
+	tl.Append(r, 6, testEvent(t, 5, e1.ID(), e4.ID())) // e1 dropped out of the ring of 4
+	if got := links(); got[5] != Linked || got[6] != LinkUnknown {
+		t.Fatalf("events citing a cached and an evicted event: %v", got)
+	}
+}

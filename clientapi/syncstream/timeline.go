@@ -12,7 +12,26 @@ import (
 type TimelineEntry struct {
 	Pos   int64
 	Event *events.Event
+	// Link says whether the event continues the timeline before it (see
+	// LinkUnknown, Linked, Gap).
+	Link Link
 }
+
+// Link says whether every prev event of a timeline event is an earlier event
+// of the room's timeline. An event that is not (its prev events are unknown,
+// or known only as outliers, because a gap in the room's history could not be
+// filled) starts a new stretch of timeline: /sync marks the timeline limited
+// there, so the client paginates the gap (as Synapse's timeline_gaps).
+type Link int8
+
+const (
+	// LinkUnknown: some prev event is not in the cache; ask the store.
+	LinkUnknown Link = iota
+	// Linked: every prev event is an earlier event of the timeline.
+	Linked
+	// Gap: some prev event is missing from the timeline.
+	Gap
+)
 
 // Timelines keeps the recent timeline of every room that had events since the
 // process started, so an incremental sync finds what is new in a room without
@@ -32,6 +51,12 @@ type roomTimeline struct {
 	// entries is a ring of the newest events, oldest first from head.
 	entries []TimelineEntry
 	head    int
+	// maxDepth is the greatest depth among the events appended; disordered
+	// is set once an event arrived with a smaller depth than an earlier one
+	// (a late event from another server), so that stream order and
+	// topological order differ.
+	maxDepth   int64
+	disordered bool
 }
 
 // NewTimelines starts caching after stream position start, keeping the newest
@@ -66,7 +91,12 @@ func (t *Timelines) Append(roomID id.RoomID, pos int64, ev *events.Event) {
 		// A position to remember without an event (soft-failed events).
 		return
 	}
-	e := TimelineEntry{Pos: pos, Event: ev}
+	if d := ev.Depth(); d < rt.maxDepth {
+		rt.disordered = true
+	} else {
+		rt.maxDepth = d
+	}
+	e := TimelineEntry{Pos: pos, Event: ev, Link: rt.link(ev)}
 	if len(rt.entries) < t.size {
 		rt.entries = append(rt.entries, e)
 		return
@@ -75,6 +105,54 @@ func (t *Timelines) Append(roomID id.RoomID, pos int64, ev *events.Event) {
 	rt.entries[rt.head] = e
 	rt.head = (rt.head + 1) % len(rt.entries)
 	rt.from = old.Pos
+}
+
+// link tells from the cached entries whether all prev events of ev are
+// earlier timeline events: Linked when each is cached, else LinkUnknown. The
+// newest entries are looked at first, where a prev event normally is.
+func (rt *roomTimeline) link(ev *events.Event) Link {
+	prevs := ev.PrevEventIDs()
+	if len(prevs) == 0 {
+		return Linked // the create event
+	}
+	n := len(rt.entries)
+next:
+	for _, p := range prevs {
+		for i := n - 1; i >= 0; i-- {
+			if rt.entries[(rt.head+i)%n].Event.ID() == p {
+				continue next
+			}
+		}
+		return LinkUnknown
+	}
+	return Linked
+}
+
+// SetLink records what the store said about the Link of the room's cached
+// event at pos, so the question is asked once.
+func (t *Timelines) SetLink(roomID id.RoomID, pos int64, l Link) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rt := t.rooms[roomID]
+	if rt == nil {
+		return
+	}
+	for i := range rt.entries {
+		if rt.entries[i].Pos == pos {
+			rt.entries[i].Link = l
+			return
+		}
+	}
+}
+
+// Disordered reports whether events of the room arrived out of topological
+// order since caching began: a late event from another server has a smaller
+// depth than one before it in the stream.
+func (t *Timelines) Disordered(roomID id.RoomID) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	rt := t.rooms[roomID]
+	return rt != nil && rt.disordered
 }
 
 // Latest returns the position of the room's newest event since caching began,

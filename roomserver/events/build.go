@@ -123,8 +123,8 @@ func build(roomVersion id.RoomVersion, proto ProtoEvent, origin string, keyID id
 		if proto.Type != typeRedaction {
 			return nil, badJSON("only %s events redact", typeRedaction)
 		}
-		if !validEventID(v, string(*proto.Redacts)) {
-			return nil, badJSON("redacts %q is not a valid event ID", *proto.Redacts)
+		if !validRedactsTarget(string(*proto.Redacts)) {
+			return nil, badJSON("redacts %q is not an event ID", *proto.Redacts)
 		}
 		target, _ := appendJSONString(nil, string(*proto.Redacts))
 		if !v.RedactsInContent {

@@ -200,37 +200,46 @@ func TestBuildRedactsPlacement(t *testing.T) {
 		}
 		return "$" + id.EventID(strings.Repeat("B", 43))
 	}
+	// A client may redact by an ID in another version's format (or one this
+	// server never saw): the redaction is built all the same.
+	foreign := func(v *roomversion.Version) id.EventID {
+		if v.IsOriginBasedEventIDs() {
+			return "$" + id.EventID(strings.Repeat("B", 43))
+		}
+		return "$" + id.EventID(strings.Repeat("B", 43)) + ":remote.test"
+	}
 	for _, v := range roomversion.All() {
-		t.Run("v"+string(v.ID), func(t *testing.T) {
-			tgt := target(v)
-			ev, err := Build(v.ID, ProtoEvent{
-				Type: "m.room.redaction", Sender: "@alice:" + testOrigin, RoomID: testRoomID(v),
-				Content: []byte(`{"reason":"spam"}`), Redacts: &tgt, Depth: 5, OriginServerTS: 1,
-				PrevEvents: []id.EventID{}, AuthEvents: []id.EventID{},
-			}, testOrigin, testKeyID, testSigningKey())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ev.Redacts() != tgt {
-				t.Errorf("Redacts() = %q, want %q", ev.Redacts(), tgt)
-			}
-			top := lookupMember(ev.JSON(), "redacts")
-			inContent := lookupMember(ev.Content(), "redacts")
-			if v.RedactsInContent {
-				if top != nil || inContent == nil {
-					t.Errorf("v%s: want redacts only in content: %s", v.ID, ev.JSON())
+		for name, tgt := range map[string]id.EventID{"own format": target(v), "foreign format": foreign(v)} {
+			t.Run("v"+string(v.ID)+" "+name, func(t *testing.T) {
+				ev, err := Build(v.ID, ProtoEvent{
+					Type: "m.room.redaction", Sender: "@alice:" + testOrigin, RoomID: testRoomID(v),
+					Content: []byte(`{"reason":"spam"}`), Redacts: &tgt, Depth: 5, OriginServerTS: 1,
+					PrevEvents: []id.EventID{}, AuthEvents: []id.EventID{},
+				}, testOrigin, testKeyID, testSigningKey())
+				if err != nil {
+					t.Fatal(err)
 				}
-				if lookupMember(ev.Content(), "reason") == nil {
-					t.Errorf("reason lost: %s", ev.Content())
+				if ev.Redacts() != tgt {
+					t.Errorf("Redacts() = %q, want %q", ev.Redacts(), tgt)
 				}
-			} else if top == nil || inContent != nil {
-				t.Errorf("v%s: want redacts only at top level: %s", v.ID, ev.JSON())
-			}
-			// Redacting the redaction keeps the target from v11 only.
-			if red := ev.Redacted(); (red.Redacts() == tgt) != v.UpdatedRedactionRules {
-				t.Errorf("redacted redaction: Redacts() = %q", red.Redacts())
-			}
-		})
+				top := lookupMember(ev.JSON(), "redacts")
+				inContent := lookupMember(ev.Content(), "redacts")
+				if v.RedactsInContent {
+					if top != nil || inContent == nil {
+						t.Errorf("v%s: want redacts only in content: %s", v.ID, ev.JSON())
+					}
+					if lookupMember(ev.Content(), "reason") == nil {
+						t.Errorf("reason lost: %s", ev.Content())
+					}
+				} else if top == nil || inContent != nil {
+					t.Errorf("v%s: want redacts only at top level: %s", v.ID, ev.JSON())
+				}
+				// Redacting the redaction keeps the target from v11 only.
+				if red := ev.Redacted(); (red.Redacts() == tgt) != v.UpdatedRedactionRules {
+					t.Errorf("redacted redaction: Redacts() = %q", red.Redacts())
+				}
+			})
+		}
 	}
 }
 
@@ -279,6 +288,10 @@ func TestBuildErrors(t *testing.T) {
 		{name: "v1 without reference hash", version: "1", mod: func(p *ProtoEvent) { p.PrevEvents = []id.EventID{"$x:" + testOrigin} }},
 		{name: "redacts on a message", mod: func(p *ProtoEvent) { p.Redacts = ptr(manyIDs(1)[0]) }, want: ErrBadJSON},
 		{name: "redaction without target", mod: func(p *ProtoEvent) { p.Type = "m.room.redaction" }, want: ErrBadJSON},
+		{name: "redaction target without sigil", mod: func(p *ProtoEvent) { p.Type, p.Redacts = "m.room.redaction", ptr(id.EventID("target")) }, want: ErrBadJSON},
+		{name: "redaction target too long", mod: func(p *ProtoEvent) {
+			p.Type, p.Redacts = "m.room.redaction", ptr(id.EventID("$"+strings.Repeat("x", 255)))
+		}, want: ErrBadJSON},
 		{name: "v11 conflicting content redacts", version: "11", mod: func(p *ProtoEvent) {
 			p.Type, p.Redacts, p.Content = "m.room.redaction", ptr(manyIDs(1)[0]), []byte(`{"redacts":"$other"}`)
 		}, want: ErrBadJSON},

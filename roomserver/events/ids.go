@@ -123,6 +123,17 @@ func validEventID(v *roomversion.Version, s string) bool {
 	return isHashID(s, v.EventIDFormat)
 }
 
+// validRedactsTarget checks the target a new redaction names: any
+// "$"-sigilled identifier up to 255 bytes. It is not held to the room
+// version's event ID format, as the event need not exist here (or anywhere):
+// clients may redact by an ID this server has never seen, and the redaction
+// is sent on regardless (Client-Server API, "Redactions"; Synapse does the
+// same). Incoming events are not checked at all, as their redacts is not an
+// event reference the auth rules depend on.
+func validRedactsTarget(s string) bool {
+	return len(s) >= 2 && s[0] == '$' && len(s) <= maxIDBytes && utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
 // isHashID reports whether s is a sigil followed by an unpadded base64 SHA-256
 // (43 characters) in the given alphabet.
 func isHashID(s string, format roomversion.EventIDFormat) bool {

@@ -291,3 +291,79 @@ func writeFile(t *testing.T, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// complementRegistration is a registration as Complement writes it (its
+// generateASRegistrationYaml), with tokens that YAML would read as numbers if
+// they were not decoded as strings.
+const complementRegistration = `id: my_as_id
+hs_token: 1234e5
+as_token: 0123456789
+url: 'http://localhost:9000'
+sender_localpart: the-bridge-user
+rate_limited: false
+de.sorunome.msc2409.push_ephemeral: false
+push_ephemeral: false
+org.matrix.msc3202: false
+namespaces:
+  users:
+    - exclusive: false
+      regex: .*
+  rooms: []
+  aliases: []
+`
+
+func TestPrepareLoadsAppServices(t *testing.T) {
+	tests := []struct {
+		name    string
+		files   map[string]string
+		wantIDs []string
+		wantErr bool
+	}{
+		{"none", nil, nil, false},
+		{"Complement's registration", map[string]string{"my_as_id.yaml": complementRegistration}, []string{"my_as_id"}, false},
+		{"broken registration", map[string]string{"bad.yaml": "id: x\nurl: null\n"}, nil, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := setup{ServerName: "hs1", DataDir: filepath.Join(dir, "data"), CACert: filepath.Join(dir, "none.crt"),
+				CAKey: filepath.Join(dir, "none.key"), AppSvcDir: filepath.Join(dir, "appservice"), Now: time.Now()}
+			for _, d := range []string{s.DataDir, s.AppSvcDir} {
+				if err := os.MkdirAll(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for name, body := range tc.files {
+				writeFile(t, filepath.Join(s.AppSvcDir, name), []byte(body))
+			}
+			p, err := prepare(s)
+			if tc.wantErr {
+				if err == nil {
+					t.Fatal("prepare accepted a broken registration")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("prepare: %v", err)
+			}
+			cfg, err := config.Load(p.ConfigPath)
+			if err != nil {
+				t.Fatalf("generated config does not load: %v", err)
+			}
+			var ids []string
+			for _, as := range cfg.AppServices {
+				ids = append(ids, as.ID)
+			}
+			if len(ids) != len(tc.wantIDs) || (len(ids) > 0 && ids[0] != tc.wantIDs[0]) {
+				t.Fatalf("loaded application services %v, want %v", ids, tc.wantIDs)
+			}
+			if len(ids) > 0 {
+				as := cfg.AppServices[0]
+				if as.ASToken != "0123456789" || as.HSToken != "1234e5" || as.URL != "http://localhost:9000" ||
+					as.SenderLocalpart != "the-bridge-user" || as.RateLimited || len(as.Users) != 1 || as.Users[0].Exclusive {
+					t.Errorf("registration read as %+v", as)
+				}
+			}
+		})
+	}
+}

@@ -85,22 +85,30 @@ func prepare(s setup) (*prepared, error) {
 		return nil, fmt.Errorf("reading the Complement CA: %w", errors.Join(errCert, errKey))
 	}
 
-	switch regs, err := appServiceRegistrations(s.AppSvcDir); {
-	case err != nil:
+	// Application services Complement registers (blueprints with
+	// ApplicationServices) are copied here before the container starts.
+	regs, err := appServiceRegistrations(s.AppSvcDir)
+	if err != nil {
 		return nil, err
-	case len(regs) > 0:
-		// TODO(appservices): load them once hearth's config has a key for them.
-		slog.Warn("hearth does not support application services yet; ignoring registrations", "files", regs)
 	}
+	cfg.AppServiceConfigFiles = regs
 
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("encoding config: %w", err)
 	}
 	b = append([]byte("# Written by the Complement entrypoint at every start; edits are lost.\n"), b...)
-	// What we write must load, with hearth's own strict decoder.
-	if _, err := config.Parse(b); err != nil {
+	// What we write must load, with hearth's own strict decoder, and so must
+	// the registrations it names (paths are absolute).
+	check, err := config.Parse(b)
+	if err != nil {
 		return nil, fmt.Errorf("generated config does not load: %w", err)
+	}
+	if err := check.LoadAppServices(); err != nil {
+		return nil, fmt.Errorf("application service registrations do not load: %w", err)
+	}
+	if len(regs) > 0 {
+		slog.Info("application services registered", "files", regs)
 	}
 	cfgPath := filepath.Join(s.DataDir, "hearth.yaml")
 	if err := writeFileAtomic(cfgPath, b, 0o600); err != nil {
