@@ -72,6 +72,24 @@ func validRoomID(s string) bool {
 	return len(s) > 1 && len(s) <= 255 && s[0] == '!' && !strings.ContainsAny(s, " \x00")
 }
 
+// ownDataPath checks the path of an account data or tag request: {userId} is
+// the requester, {roomId} (when the route has one, "" otherwise) a valid room
+// ID, and, with named, the parameter named reads it ({type}, {tag}).
+func ownDataPath(r *http.Request, d *Device, named func(*http.Request) (string, error)) (roomID, name string, err error) {
+	if err := ownUserParam(r, d); err != nil {
+		return "", "", err
+	}
+	if roomID, err = roomParam(r); err != nil {
+		return "", "", err
+	}
+	if named != nil {
+		if name, err = named(r); err != nil {
+			return "", "", err
+		}
+	}
+	return roomID, name, nil
+}
+
 // accountDataType validates the {type} path parameter.
 func accountDataType(r *http.Request) (string, error) {
 	typ := mux.Vars(r)["type"]
@@ -83,14 +101,7 @@ func accountDataType(r *http.Request) (string, error) {
 
 // GET /user/{userId}/account_data/{type}, /user/{userId}/rooms/{roomId}/account_data/{type}
 func (a *API) getAccountData(w http.ResponseWriter, r *http.Request, d *Device) error {
-	if err := ownUserParam(r, d); err != nil {
-		return err
-	}
-	roomID, err := roomParam(r)
-	if err != nil {
-		return err
-	}
-	typ, err := accountDataType(r)
+	roomID, typ, err := ownDataPath(r, d, accountDataType)
 	if err != nil {
 		return err
 	}
@@ -116,18 +127,8 @@ func (a *API) getAccountData(w http.ResponseWriter, r *http.Request, d *Device) 
 
 // PUT /user/{userId}/account_data/{type}, /user/{userId}/rooms/{roomId}/account_data/{type}
 func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, d *Device) error {
-	if err := ownUserParam(r, d); err != nil {
-		return err
-	}
-	roomID, err := roomParam(r)
+	roomID, typ, err := writableAccountDataPath(r, d)
 	if err != nil {
-		return err
-	}
-	typ, err := accountDataType(r)
-	if err != nil {
-		return err
-	}
-	if err := serverManagedType(typ); err != nil {
 		return err
 	}
 	var obj map[string]json.RawMessage
@@ -141,11 +142,7 @@ func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, d *Device) 
 	}
 	if len(obj) == 0 {
 		// MSC3391: "{}" deletes the account data.
-		if _, _, err := a.accounts.DeleteAccountData(r.Context(), d.Localpart, roomID, typ); err != nil {
-			return internalErr(err)
-		}
-		httputil.RespondJSON(w, http.StatusOK, struct{}{})
-		return nil
+		return a.removeAccountData(w, r, d, roomID, typ)
 	}
 	content, err := json.Marshal(obj)
 	if err != nil {
@@ -158,13 +155,18 @@ func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, d *Device) 
 	return nil
 }
 
-// serverManagedType refuses writes of the types the server manages with 405
-// (Client-Server API, "Client Config", "Server Behaviour").
-func serverManagedType(typ string) error {
-	if typ == typeFullyRead || typ == accounts.PushRulesType {
-		return &httputil.Error{Status: http.StatusMethodNotAllowed, ErrCode: "M_BAD_JSON", Message: fmt.Sprintf("Cannot set %s through this API", typ)}
+// writableAccountDataPath is ownDataPath for writes of account data: the types
+// the server manages are refused with 405 (Client-Server API, "Client Config",
+// "Server Behaviour").
+func writableAccountDataPath(r *http.Request, d *Device) (roomID, typ string, err error) {
+	roomID, typ, err = ownDataPath(r, d, accountDataType)
+	if err != nil {
+		return "", "", err
 	}
-	return nil
+	if typ == typeFullyRead || typ == accounts.PushRulesType {
+		return "", "", &httputil.Error{Status: http.StatusMethodNotAllowed, ErrCode: "M_BAD_JSON", Message: fmt.Sprintf("Cannot set %s through this API", typ)}
+	}
+	return roomID, typ, nil
 }
 
 // DELETE /unstable/org.matrix.msc3391/user/{userId}/account_data/{type} and
@@ -172,20 +174,15 @@ func serverManagedType(typ string) error {
 // reads as absent (404), is left out of initial syncs, and reaches incremental
 // syncs as {}. Deleting what is not there succeeds too, as in Synapse.
 func (a *API) deleteAccountData(w http.ResponseWriter, r *http.Request, d *Device) error {
-	if err := ownUserParam(r, d); err != nil {
-		return err
-	}
-	roomID, err := roomParam(r)
+	roomID, typ, err := writableAccountDataPath(r, d)
 	if err != nil {
 		return err
 	}
-	typ, err := accountDataType(r)
-	if err != nil {
-		return err
-	}
-	if err := serverManagedType(typ); err != nil {
-		return err
-	}
+	return a.removeAccountData(w, r, d, roomID, typ)
+}
+
+// removeAccountData deletes an account data entry and answers {}.
+func (a *API) removeAccountData(w http.ResponseWriter, r *http.Request, d *Device, roomID, typ string) error {
 	if _, _, err := a.accounts.DeleteAccountData(r.Context(), d.Localpart, roomID, typ); err != nil {
 		return internalErr(err)
 	}
@@ -280,10 +277,7 @@ type roomTags struct {
 
 // GET /user/{userId}/rooms/{roomId}/tags
 func (a *API) getTags(w http.ResponseWriter, r *http.Request, d *Device) error {
-	if err := ownUserParam(r, d); err != nil {
-		return err
-	}
-	roomID, err := roomParam(r)
+	roomID, _, err := ownDataPath(r, d, nil)
 	if err != nil {
 		return err
 	}
@@ -314,14 +308,7 @@ func tagParam(r *http.Request) (string, error) {
 
 // PUT /user/{userId}/rooms/{roomId}/tags/{tag}
 func (a *API) putTag(w http.ResponseWriter, r *http.Request, d *Device) error {
-	if err := ownUserParam(r, d); err != nil {
-		return err
-	}
-	roomID, err := roomParam(r)
-	if err != nil {
-		return err
-	}
-	tag, err := tagParam(r)
+	roomID, tag, err := ownDataPath(r, d, tagParam)
 	if err != nil {
 		return err
 	}
@@ -344,14 +331,7 @@ func (a *API) putTag(w http.ResponseWriter, r *http.Request, d *Device) error {
 
 // DELETE /user/{userId}/rooms/{roomId}/tags/{tag}
 func (a *API) deleteTag(w http.ResponseWriter, r *http.Request, d *Device) error {
-	if err := ownUserParam(r, d); err != nil {
-		return err
-	}
-	roomID, err := roomParam(r)
-	if err != nil {
-		return err
-	}
-	tag, err := tagParam(r)
+	roomID, tag, err := ownDataPath(r, d, tagParam)
 	if err != nil {
 		return err
 	}

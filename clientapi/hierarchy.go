@@ -367,20 +367,8 @@ func (w *hierarchyWalk) userMaySee(ctx context.Context, s *roomserver.RoomSummar
 // "Room Summaries"): a space hierarchy's room entry without children_state,
 // with allowed_room_ids for restricted rooms and the requester's membership.
 type roomSummaryResponse struct {
-	RoomID           id.RoomID   `json:"room_id"`
-	Name             string      `json:"name,omitempty"`
-	Topic            string      `json:"topic,omitempty"`
-	AvatarURL        string      `json:"avatar_url,omitempty"`
-	CanonicalAlias   string      `json:"canonical_alias,omitempty"`
-	NumJoinedMembers int         `json:"num_joined_members"`
-	WorldReadable    bool        `json:"world_readable"`
-	GuestCanJoin     bool        `json:"guest_can_join"`
-	JoinRule         string      `json:"join_rule,omitempty"`
-	RoomType         string      `json:"room_type,omitempty"`
-	RoomVersion      string      `json:"room_version,omitempty"`
-	Encryption       string      `json:"encryption,omitempty"`
-	AllowedRoomIDs   []id.RoomID `json:"allowed_room_ids,omitempty"`
-	Membership       string      `json:"membership,omitempty"`
+	roomserver.RoomSummaryFields
+	Membership string `json:"membership,omitempty"`
 }
 
 // maxSummaryVia bounds the via servers a room summary request may name.
@@ -460,12 +448,10 @@ func (a *API) getRoomSummary(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return notFound
 	}
-	resp := roomSummaryResponse{RoomID: roomID, Name: s.Name, Topic: s.Topic, AvatarURL: s.AvatarURL,
-		CanonicalAlias: s.CanonicalAlias, NumJoinedMembers: s.NumJoinedMembers, WorldReadable: s.WorldReadable,
-		GuestCanJoin: s.GuestCanJoin, JoinRule: s.JoinRule, RoomType: s.RoomType, RoomVersion: s.RoomVersion,
-		Encryption: s.Encryption}
-	if s.JoinRule == "restricted" || s.JoinRule == "knock_restricted" {
-		resp.AllowedRoomIDs = s.AllowedRoomIDs
+	resp := roomSummaryResponse{RoomSummaryFields: s.RoomSummaryFields}
+	resp.RoomID = roomID
+	if s.JoinRule != "restricted" && s.JoinRule != "knock_restricted" {
+		resp.AllowedRoomIDs = nil
 	}
 	if d != nil {
 		// "The membership state of the user": leave when they have none.

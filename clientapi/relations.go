@@ -6,13 +6,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/tidwall/gjson"
@@ -28,37 +25,12 @@ import (
 // Relations between events (Client-Server API, "Forming relationships between
 // events"): the index, bundled aggregations, /relations and /threads.
 //
-// The index (event_relations, room_threads) is filled from the room engine's event
-// stream by a listener, so events from other servers (InputRemoteEvent) are
-// indexed exactly like local ones. The listener only queues work; a worker
-// goroutine, started when there is work and gone when there is none, writes it in
-// batches. Readers that must see their own writes (a client that sends an edit
-// and asks for the relations) wait for the queue to drain up to the moment they
-// started. The worker records how far it has read the stream, and on start the
-// indexer re-reads the stream from there, so nothing is lost to a crash.
+// The index (event_relations, room_threads) is filled from the room engine's
+// event stream by an eventIndexer (eventindexer.go): the work an event brings is
+// a relation, or a redaction that breaks one.
 
 // relationIndexer keeps event_relations and room_threads up to date.
-type relationIndexer struct {
-	db *storage.DB
-	rs *roomserver.Roomserver
-
-	mu       sync.Mutex
-	queue    []relItem
-	enqueued uint64
-	flushed  uint64
-	running  bool
-	progress chan struct{} // closed (and replaced) whenever flushed advances
-	idle     int           // events seen since the position was last queued
-	ready    chan struct{} // closed when the start-up catch-up is done
-}
-
-// relItem is one unit of indexing work.
-type relItem struct {
-	rel *relationRow
-	// redacts is the target of a redaction: its relation goes if the redaction
-	// applied.
-	redacts id.EventID
-}
+type relationIndexer = eventIndexer[relationRow]
 
 // relationRow is one row of event_relations.
 type relationRow struct {
@@ -69,59 +41,26 @@ type relationRow struct {
 	depth, stream, originTS int64
 }
 
-// catchUpMargin is how far before the recorded position the start-up catch-up
-// begins: events committed but not yet announced when the position was recorded
-// are at most a few per room being written at that moment.
-const catchUpMargin = 1000
-
-// idlePositionEvery is how many events without relations pass before the
-// position is recorded anyway, bounding the start-up catch-up.
-const idlePositionEvery = 2000
-
+// newRelationIndexer starts the relations index.
 func newRelationIndexer(db *storage.DB, rs *roomserver.Roomserver) *relationIndexer {
-	x := &relationIndexer{db: db, rs: rs, progress: make(chan struct{}), ready: make(chan struct{})}
-	rs.AddListener(x.onEvent)
-	go x.catchUp()
-	return x
+	return newEventIndexer(db, rs, indexKind[relationRow]{
+		name:          "relations",
+		positionTable: "relations_position",
+		rowOf:         relationRowOf,
+		eventID:       func(r *relationRow) id.EventID { return r.eventID },
+		insert:        insertRelation,
+		remove:        unlinkRelation,
+	})
 }
 
-// onEvent is the room engine listener: it runs with the room locked, so it only
-// looks for a relation and queues it.
-func (x *relationIndexer) onEvent(o roomserver.OutputEvent) {
-	if o.SoftFailed {
-		return
-	}
-	item, ok := relItemOf(o.Event, o.StreamPos)
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if !ok {
-		if x.idle++; x.idle < idlePositionEvery {
-			return
-		}
-	}
-	x.idle = 0
-	x.queue = append(x.queue, item)
-	x.enqueued++
-	if !x.running {
-		x.running = true
-		go x.run()
-	}
-}
-
-// relItemOf finds the indexing work an event brings, if any.
-func relItemOf(ev *events.Event, pos int64) (relItem, bool) {
-	if ev.Type() == "m.room.redaction" {
-		if t := ev.Redacts(); t != "" {
-			return relItem{redacts: t}, true
-		}
-		return relItem{}, false
-	}
-	if rel := relationOf(ev.Content()); rel != nil {
+// relationRowOf returns the relation an event adds to the index, or nil.
+func relationRowOf(ev *events.Event, pos int64) *relationRow {
+	rel := relationOf(ev.Content())
+	if rel != nil {
 		rel.eventID, rel.roomID, rel.evType, rel.sender = ev.ID(), ev.RoomID(), ev.Type(), ev.Sender()
 		rel.depth, rel.stream, rel.originTS = ev.Depth(), pos, ev.OriginServerTS()
-		return relItem{rel: rel}, true
 	}
-	return relItem{}, false
+	return rel
 }
 
 // relationOf reads content."m.relates_to" with a rel_type and an event_id, or nil
@@ -143,127 +82,6 @@ func relationOf(content []byte) *relationRow {
 		}
 	}
 	return row
-}
-
-// run drains the queue, then exits.
-func (x *relationIndexer) run() {
-	for {
-		x.mu.Lock()
-		items := x.queue
-		x.queue = nil
-		if len(items) == 0 {
-			x.running = false
-			x.mu.Unlock()
-			return
-		}
-		x.mu.Unlock()
-		pos := x.rs.StreamPosition()
-		if err := x.apply(context.Background(), items, pos); err != nil {
-			// The recorded position did not move: the next start re-reads these.
-			slog.Error("indexing event relations", "err", err)
-		}
-		x.mu.Lock()
-		x.flushed += uint64(len(items))
-		close(x.progress)
-		x.progress = make(chan struct{})
-		x.mu.Unlock()
-	}
-}
-
-// catchUp indexes the events committed since the recorded position.
-func (x *relationIndexer) catchUp() {
-	defer close(x.ready)
-	ctx := context.Background()
-	var from int64
-	err := x.db.QueryRow(ctx, `SELECT stream_pos FROM relations_position WHERE id = 1`).Scan(&from)
-	if err != nil && !isNoRows(err) {
-		slog.Error("reading relations index position", "err", err)
-		return
-	}
-	from = max(0, from-catchUpMargin)
-	to := x.rs.StreamPosition()
-	for from < to {
-		evs, err := x.rs.EventsSince(ctx, from, to, 500)
-		if err != nil {
-			slog.Error("catching up the relations index", "err", err)
-			return
-		}
-		if len(evs) == 0 {
-			break
-		}
-		var items []relItem
-		for _, e := range evs {
-			if e.SoftFailed {
-				continue
-			}
-			if it, ok := relItemOf(e.Event, e.StreamPos); ok {
-				items = append(items, it)
-			}
-		}
-		from = evs[len(evs)-1].StreamPos
-		if err := x.apply(ctx, items, from); err != nil {
-			slog.Error("catching up the relations index", "err", err)
-			return
-		}
-	}
-}
-
-// apply writes a batch of work and records pos as read, in one transaction.
-func (x *relationIndexer) apply(ctx context.Context, items []relItem, pos int64) error {
-	// Children redacted before they are indexed are not indexed.
-	var ids []id.EventID
-	for _, it := range items {
-		if it.rel != nil {
-			ids = append(ids, it.rel.eventID)
-		}
-	}
-	redacted := map[id.EventID]bool{}
-	if len(ids) > 0 {
-		evs, err := x.rs.Events(ctx, ids)
-		if err != nil {
-			return err
-		}
-		for _, e := range evs {
-			if e.RedactedBy != "" {
-				redacted[e.ID()] = true
-			}
-		}
-	}
-	var targets []id.EventID
-	for _, it := range items {
-		if it.redacts != "" {
-			targets = append(targets, it.redacts)
-		}
-	}
-	applied := map[id.EventID]bool{}
-	if len(targets) > 0 {
-		evs, err := x.rs.Events(ctx, targets)
-		if err != nil {
-			return err
-		}
-		for _, e := range evs {
-			if e.RedactedBy != "" {
-				applied[e.ID()] = true
-			}
-		}
-	}
-	return x.db.WithTx(ctx, func(tx *storage.Tx) error {
-		for _, it := range items {
-			switch {
-			case it.rel != nil && !redacted[it.rel.eventID]:
-				if err := insertRelation(ctx, tx, it.rel); err != nil {
-					return err
-				}
-			case it.redacts != "" && applied[it.redacts]:
-				if err := unlinkRelation(ctx, tx, it.redacts); err != nil {
-					return err
-				}
-			}
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO relations_position (id, stream_pos) VALUES (1, $1)
-			ON CONFLICT (id) DO UPDATE SET stream_pos = excluded.stream_pos WHERE excluded.stream_pos > relations_position.stream_pos`, pos)
-		return err
-	})
 }
 
 func insertRelation(ctx context.Context, tx *storage.Tx, r *relationRow) error {
@@ -317,41 +135,6 @@ func unlinkRelation(ctx context.Context, tx *storage.Tx, child id.EventID) error
 		return fmt.Errorf("updating thread %s: %w", parent, err)
 	}
 	return nil
-}
-
-// relationWaitLimit bounds how long a reader waits for the index to catch up.
-const relationWaitLimit = 5 * time.Second
-
-// wait returns once everything queued before the call is written (or after
-// relationWaitLimit, serving what is there).
-func (x *relationIndexer) wait(ctx context.Context) error {
-	timer := time.NewTimer(relationWaitLimit)
-	defer timer.Stop()
-	select {
-	case <-x.ready:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return nil
-	}
-	x.mu.Lock()
-	target := x.enqueued
-	x.mu.Unlock()
-	for {
-		x.mu.Lock()
-		done, ch := x.flushed >= target, x.progress
-		x.mu.Unlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-timer.C:
-			return nil
-		}
-	}
 }
 
 // childRow is a row of event_relations as readers use it.

@@ -12,25 +12,32 @@ import (
 )
 
 // RoomSummary describes a room for the space hierarchy (Client-Server API,
-// "Spaces", GET /hierarchy; Server-Server API, "Spaces"). ChildrenState holds
-// the room's m.space.child events in stripped form with origin_server_ts.
-// AllowedRoomIDs is set for restricted rooms (federation only: the asking
-// server filters by it).
+// "Spaces", GET /hierarchy; Server-Server API, "Spaces"): the spec's
+// SpaceHierarchyRoomsChunk. ChildrenState holds the room's m.space.child events
+// in stripped form with origin_server_ts.
 type RoomSummary struct {
-	RoomID           id.RoomID         `json:"room_id"`
-	Name             string            `json:"name,omitempty"`
-	Topic            string            `json:"topic,omitempty"`
-	AvatarURL        string            `json:"avatar_url,omitempty"`
-	CanonicalAlias   string            `json:"canonical_alias,omitempty"`
-	NumJoinedMembers int               `json:"num_joined_members"`
-	WorldReadable    bool              `json:"world_readable"`
-	GuestCanJoin     bool              `json:"guest_can_join"`
-	JoinRule         string            `json:"join_rule,omitempty"`
-	RoomType         string            `json:"room_type,omitempty"`
-	RoomVersion      string            `json:"room_version,omitempty"`
-	Encryption       string            `json:"encryption,omitempty"`
-	AllowedRoomIDs   []id.RoomID       `json:"allowed_room_ids,omitempty"`
-	ChildrenState    []json.RawMessage `json:"children_state"`
+	RoomSummaryFields
+	ChildrenState []json.RawMessage `json:"children_state"`
+}
+
+// RoomSummaryFields is the spec's RoomSummary object (a PublicRoomsChunk with
+// room_type, allowed_room_ids, encryption and room_version), shared by the
+// space hierarchy and GET /room_summary. AllowedRoomIDs is set for restricted
+// rooms (federation only: the asking server filters by it).
+type RoomSummaryFields struct {
+	RoomID           id.RoomID   `json:"room_id"`
+	Name             string      `json:"name,omitempty"`
+	Topic            string      `json:"topic,omitempty"`
+	AvatarURL        string      `json:"avatar_url,omitempty"`
+	CanonicalAlias   string      `json:"canonical_alias,omitempty"`
+	NumJoinedMembers int         `json:"num_joined_members"`
+	WorldReadable    bool        `json:"world_readable"`
+	GuestCanJoin     bool        `json:"guest_can_join"`
+	JoinRule         string      `json:"join_rule,omitempty"`
+	RoomType         string      `json:"room_type,omitempty"`
+	RoomVersion      string      `json:"room_version,omitempty"`
+	Encryption       string      `json:"encryption,omitempty"`
+	AllowedRoomIDs   []id.RoomID `json:"allowed_room_ids,omitempty"`
 }
 
 // SpaceHierarchy is the answer of GET /_matrix/federation/v1/hierarchy
@@ -64,7 +71,7 @@ func (r *Roomserver) RoomSummary(ctx context.Context, roomID id.RoomID) (*RoomSu
 	if err != nil {
 		return nil, fmt.Errorf("loading the state of %s: %w", roomID, err)
 	}
-	s := &RoomSummary{RoomID: roomID, RoomVersion: string(v.ID), ChildrenState: []json.RawMessage{}, JoinRule: "invite"}
+	s := &RoomSummary{RoomSummaryFields: RoomSummaryFields{RoomID: roomID, RoomVersion: string(v.ID), JoinRule: "invite"}, ChildrenState: []json.RawMessage{}}
 	for _, se := range state {
 		e := se.Event
 		if e == nil {
