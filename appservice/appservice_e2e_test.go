@@ -168,11 +168,16 @@ func TestIdentityAssertion(t *testing.T) {
 				if tc.status != 200 {
 					return
 				}
-				if r.str("user_id") != tc.wantUser || r.str("device_id") != tc.wantDevice {
+				if _, has := r.body["device_id"]; r.str("user_id") != tc.wantUser || r.str("device_id") != tc.wantDevice || has != (tc.wantDevice != "") {
 					t.Fatalf("whoami = %s; want %s %q", r.raw, tc.wantUser, tc.wantDevice)
 				}
 			})
 		}
+		// Without a device, operations that need one fail instead of using "".
+		asClient(t, s).must(http.StatusBadRequest, "M_UNKNOWN", "POST", q(v3+"/keys/upload", "user_id", bob),
+			map[string]any{"one_time_keys": map[string]any{}})
+		asClient(t, s).must(http.StatusOK, "", "POST", q(v3+"/keys/upload", "user_id", bob, "device_id", dev),
+			map[string]any{"one_time_keys": map[string]any{}})
 	})
 }
 
@@ -212,6 +217,11 @@ func TestNamespacesAreExclusive(t *testing.T) {
 			{"service creates an alias in its namespace without being in the room", as, "PUT", v3 + "/directory/room/" + esc("#_bridge_room:hs.test"),
 				map[string]any{"room_id": room}, 200, ""},
 			{"user deletes the service's alias", alice, "DELETE", v3 + "/directory/room/" + esc("#_bridge_room:hs.test"), nil, 400, "M_EXCLUSIVE"},
+			{"user creates a room with an exclusive alias", alice, "POST", v3 + "/createRoom",
+				map[string]any{"room_alias_name": "_bridge_mine"}, 400, "M_EXCLUSIVE"},
+			{"service creates a room with an alias outside its namespace", as, "POST", v3 + "/createRoom",
+				map[string]any{"room_alias_name": "theirs"}, 400, "M_EXCLUSIVE"},
+			{"service deletes its alias", as, "DELETE", v3 + "/directory/room/" + esc("#_bridge_room:hs.test"), nil, 200, ""},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {

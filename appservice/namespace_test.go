@@ -8,6 +8,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"hearth/config"
+	"hearth/roomserver"
+	"hearth/roomserver/events"
 )
 
 func testService(t *testing.T, yaml string) *AppService {
@@ -104,4 +106,46 @@ func TestRoomInterestCache(t *testing.T) {
 	if len(c.m) > maxCachedRooms {
 		t.Fatalf("cache grew to %d entries, bound %d", len(c.m), maxCachedRooms)
 	}
+}
+
+// BenchmarkInterestByUser is the per-event cost for an event whose sender
+// decides (no room lookup): two namespaces, anchored regexes.
+func BenchmarkInterestByUser(b *testing.B) {
+	c, err := config.ParseAppService([]byte("id: x\nurl: null\nas_token: a\nhs_token: h\nsender_localpart: bot\n" +
+		"namespaces:\n  users:\n    - {exclusive: true, regex: '@_irc_.*'}\n    - {exclusive: true, regex: '@_slack_.*'}\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	as := &AppService{AppService: *c, sender: "@bot:hs.test", server: "hs.test"}
+	users := []id.UserID{"@_slack_bob:hs.test", "@alice:hs.test", "@_irc_x:other.test"}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		as.IsInterestedInUser(users[i%len(users)])
+	}
+}
+
+// BenchmarkAppendTransaction encodes a full transaction of 100 messages.
+func BenchmarkAppendTransaction(b *testing.B) {
+	key, err := config.GenerateSigningKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	evs := make([]*roomserver.StoredEvent, maxTxnEvents)
+	for i := range evs {
+		ev, err := events.Build("10", events.ProtoEvent{
+			Type: "m.room.message", Sender: "@alice:hs.test", RoomID: "!room:hs.test", Depth: int64(i + 3),
+			Content:    []byte(`{"msgtype":"m.text","body":"hello there, a message of ordinary length"}`),
+			PrevEvents: []id.EventID{"$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, AuthEvents: []id.EventID{"$BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"},
+		}, "hs.test", id.KeyID(key.ID), key.PrivateKey)
+		if err != nil {
+			b.Fatal(err)
+		}
+		evs[i] = &roomserver.StoredEvent{Event: ev, NID: int64(i + 1), StreamPos: int64(i + 1)}
+	}
+	buf := make([]byte, 0, 64<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendTransaction(buf[:0], evs, nil, time.Now().UnixMilli())
+	}
+	b.SetBytes(int64(len(buf)))
 }

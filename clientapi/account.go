@@ -23,7 +23,11 @@ func (a *API) registerAccountRoutes(r *mux.Router) {
 
 // GET /account/whoami
 func (a *API) whoami(w http.ResponseWriter, r *http.Request, d *Device) error {
-	httputil.RespondJSON(w, http.StatusOK, map[string]any{"user_id": d.UserID, "device_id": d.DeviceID, "is_guest": d.IsGuest})
+	resp := map[string]any{"user_id": d.UserID, "is_guest": d.IsGuest}
+	if d.DeviceID != "" { // application services may act without a device
+		resp["device_id"] = d.DeviceID
+	}
+	httputil.RespondJSON(w, http.StatusOK, resp)
 	return nil
 }
 

@@ -66,6 +66,11 @@ type Options struct {
 	RemoteHierarchy RemoteHierarchy
 	// RemoteKnocker knocks on rooms of other servers (nil without federation).
 	RemoteKnocker RemoteKnocker
+	// RemoteInviteRejecter rejects invites from other servers to rooms this
+	// server is not in; RemoteProfiles looks up profiles of users of other
+	// servers (nil without federation).
+	RemoteInviteRejecter RemoteInviteRejecter
+	RemoteProfiles       RemoteProfiles
 	// Backfiller fetches history from other servers when /messages pages back
 	// past the oldest event this server has (nil without federation).
 	Backfiller Backfiller

@@ -9,6 +9,8 @@ package clientapi_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -115,15 +117,29 @@ func (c *olmClient) receive(room id.RoomID, sender id.UserID) string {
 	c.t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(10 * time.Second)
+	// The room key travels as a to-device message, which may arrive a sync
+	// after the message itself (across servers they come in different
+	// transactions): as clients do, decryption is retried when it does.
+	var pending []*event.Event
+	var lastErr error
 	for time.Now().Before(deadline) {
-		for _, ev := range c.sync(room) {
+		for _, ev := range append(pending, c.sync(room)...) {
 			if ev.Type != event.EventEncrypted || ev.Sender != sender {
 				continue
 			}
-			if err := ev.Content.ParseRaw(ev.Type); err != nil {
-				c.t.Fatalf("parsing encrypted event: %v", err)
+			if ev.Content.Parsed == nil {
+				if err := ev.Content.ParseRaw(ev.Type); err != nil {
+					c.t.Fatalf("parsing encrypted event: %v", err)
+				}
 			}
 			dec, err := c.mach.DecryptMegolmEvent(ctx, ev)
+			if errors.Is(err, crypto.ErrNoSessionFound) {
+				if !slices.Contains(pending, ev) {
+					pending = append(pending, ev)
+				}
+				lastErr = err
+				continue
+			}
 			if err != nil {
 				c.t.Fatalf("%s decrypting %s's message: %v", c.u.id, sender, err)
 			}
@@ -135,7 +151,7 @@ func (c *olmClient) receive(room id.RoomID, sender id.UserID) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatalf("%s got no message from %s", c.u.id, sender)
+	c.t.Fatalf("%s got no message from %s (%v)", c.u.id, sender, lastErr)
 	return ""
 }
 

@@ -68,6 +68,10 @@ func keysErr(err error) error {
 
 // POST /keys/upload
 func (a *API) uploadKeys(w http.ResponseWriter, r *http.Request, d *Device) error {
+	if d.DeviceID == "" {
+		// An application service acting without ?device_id= (appservice.go).
+		return httputil.Unknown("To upload keys, you must pass device_id when authenticating")
+	}
 	var req e2ee.UploadRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err

@@ -234,6 +234,12 @@ func (a *API) join(ctx context.Context, d *Device, target string, via []string, 
 		case "restricted", "knock_restricted":
 			if via, ok := a.restrictedJoinAuthoriser(ctx, roomID, cur[1], d.UserID); ok {
 				content["join_authorised_via_users_server"] = via
+			} else if servers, err := a.restrictedJoinServers(ctx, roomID); err != nil {
+				return "", err
+			} else if len(servers) > 0 && a.opts.RemoteJoiner != nil {
+				// No user of this server may authorise the join: it goes
+				// through a server one of whose users may (as Synapse).
+				return a.joinRemote(ctx, d, string(roomID), servers, reason, membership)
 			}
 		}
 	}
@@ -659,6 +665,9 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, d *Device) error {
 // Leaving a room one is not in is a no-op.
 func (a *API) leaveRoom(ctx context.Context, roomID id.RoomID, userID id.UserID, reason *string) error {
 	if done, err := a.retractRemoteKnock(ctx, roomID, userID); done || err != nil {
+		return err
+	}
+	if done, err := a.rejectRemoteInvite(ctx, roomID, userID, reason); done || err != nil {
 		return err
 	}
 	m, member, err := a.opts.Roomserver.Membership(ctx, roomID, userID)

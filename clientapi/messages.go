@@ -780,6 +780,17 @@ const maxPaginationScan = 2000
 // given, is a gap not to cross.
 func (a *API) paginate(ctx context.Context, d *Device, roomID id.RoomID, gap roomserver.TopoPos, gapGiven bool, dir roomserver.Direction,
 	limit int, f *RoomEventFilter, stop roomserver.TopoPos, stopGiven bool) (out []*roomserver.StoredEvent, next roomserver.TopoPos, more bool, err error) {
+	return a.paginateCapped(ctx, d, roomID, gap, gapGiven, dir, limit, f, stop, stopGiven, noStreamCap)
+}
+
+// noStreamCap is paginateCapped's streamCap that leaves no event out.
+const noStreamCap = int64(1<<63 - 1)
+
+// paginateCapped is paginate that also leaves out the events with stream
+// positions above streamCap: paging back from a /sync stream token covers the
+// events the stream had by then, in topological order.
+func (a *API) paginateCapped(ctx context.Context, d *Device, roomID id.RoomID, gap roomserver.TopoPos, gapGiven bool, dir roomserver.Direction,
+	limit int, f *RoomEventFilter, stop roomserver.TopoPos, stopGiven bool, streamCap int64) (out []*roomserver.StoredEvent, next roomserver.TopoPos, more bool, err error) {
 	rs := a.opts.Roomserver
 	next = gap
 	if limit == 0 {
@@ -802,7 +813,10 @@ func (a *API) paginate(ctx context.Context, d *Device, roomID id.RoomID, gap roo
 	if f != nil {
 		batch = min(max(limit*4, 50), 500)
 	}
-	backfilled := false
+	// Paging back, history this server lacks is fetched from other servers
+	// (once per request; a request that did, and finds more missing, stops
+	// there with more=true so that the next one fetches again).
+	triedBackfill, backfilled := false, false
 	for scanned := 0; len(out) < limit && scanned < maxPaginationScan; {
 		evs, pos, err := rs.Messages(ctx, roomID, from, dir, batch)
 		if err != nil {
@@ -820,9 +834,29 @@ func (a *API) paginate(ctx context.Context, d *Device, roomID id.RoomID, gap roo
 				}
 			}
 		}
+		gapCut := false
+		if dir == roomserver.Backward {
+			// A hole inside what this server has (a room rejoined after a
+			// while), not only at its start.
+			gi, err := a.historyGap(ctx, evs)
+			if err != nil {
+				return nil, next, false, internalErr(err)
+			}
+			switch {
+			case gi >= 0 && !triedBackfill:
+				triedBackfill = true
+				if a.backfill(ctx, roomID, limit-len(out)) {
+					backfilled = true
+					scanned -= len(evs)
+					continue // the same page again, with the history filled in
+				}
+			case gi >= 0 && backfilled:
+				evs, exhausted, gapCut = evs[:gi+1], true, true
+			}
+		}
 		var keep []*roomserver.StoredEvent
 		for _, e := range evs {
-			if matchEvent(f, e) {
+			if e.StreamPos <= streamCap && matchEvent(f, e) {
 				keep = append(keep, e)
 			}
 		}
@@ -848,13 +882,26 @@ func (a *API) paginate(ctx context.Context, d *Device, roomID id.RoomID, gap roo
 			}
 		}
 		if exhausted && taken == len(evs) {
+			if gapCut {
+				return out, next, true, nil
+			}
 			// The start of what this server has: older history may be on
-			// other servers (once per request).
+			// other servers.
 			atCreate := len(evs) > 0 && evs[len(evs)-1].Type() == "m.room.create"
-			if dir == roomserver.Backward && !stopped && !atCreate && !backfilled && a.backfill(ctx, roomID, limit-len(out)) {
-				backfilled = true
-				from = pos
-				continue
+			if dir == roomserver.Backward && !stopped && !atCreate {
+				if !triedBackfill {
+					triedBackfill = true
+					if a.backfill(ctx, roomID, limit-len(out)) {
+						backfilled = true
+						from = pos
+						continue
+					}
+				}
+				if backfilled {
+					// Some history arrived and it does not reach the
+					// create event yet: the next request fetches more.
+					return out, next, true, nil
+				}
 			}
 			return out, next, false, nil
 		}
@@ -897,6 +944,17 @@ func (a *API) getMessages(w http.ResponseWriter, r *http.Request, d *Device) err
 	if err != nil {
 		return err
 	}
+	streamCap := noStreamCap
+	if dir == roomserver.Backward && fromGiven && fromTok[0] == 's' {
+		// Backward from a /sync stream token (a timeline's prev_batch): the
+		// events the stream held up to it, in topological order from the
+		// newest, as Synapse pages from a stream token. An event that arrived
+		// after the token but sits deep in the DAG is left out; the start of
+		// the topological order is not the stream's.
+		if t, err := syncstream.ParseToken(fromTok); err == nil {
+			streamCap, from, fromGiven = t.Events, roomserver.TopoPos{}, false
+		}
+	}
 	to, toGiven, err := a.parseGap(ctx, roomID, q.Get("to"))
 	if err != nil {
 		return err
@@ -922,7 +980,7 @@ func (a *API) getMessages(w http.ResponseWriter, r *http.Request, d *Device) err
 			fromTok = gapToken(roomserver.TopoPos{})
 		}
 	}
-	evs, next, more, err := a.paginate(ctx, d, roomID, from, fromGiven, dir, limit, f, to, toGiven)
+	evs, next, more, err := a.paginateCapped(ctx, d, roomID, from, fromGiven, dir, limit, f, to, toGiven, streamCap)
 	if err != nil {
 		return err
 	}

@@ -65,6 +65,13 @@ func (a *API) localProfile(r *http.Request) (*accounts.Profile, error) {
 
 // GET /profile/{userId}
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
+	if obj, remote, err := a.remoteProfile(r, ""); remote {
+		if err != nil {
+			return err
+		}
+		httputil.RespondJSON(w, http.StatusOK, obj)
+		return nil
+	}
 	p, err := a.localProfile(r)
 	if err != nil {
 		return err
@@ -90,11 +97,17 @@ func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p, err := a.localProfile(r)
+	obj, remote, err := a.remoteProfile(r, key)
+	if !remote {
+		var p *accounts.Profile
+		if p, err = a.localProfile(r); err == nil {
+			obj = p.Object()
+		}
+	}
 	if err != nil {
 		return err
 	}
-	v, ok := p.Object()[key]
+	v, ok := obj[key]
 	if !ok {
 		return httputil.NotFound("No %s in this profile", key)
 	}

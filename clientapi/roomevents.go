@@ -238,7 +238,12 @@ func (a *API) newEventWriterAt(ctx context.Context, v viewer, evs []*roomserver.
 			}
 			w.prevSeen = make(map[int64]bool, len(list))
 			for i, p := range list {
-				w.prevSeen[p.NID] = seen[i].visible
+				// The viewer's own earlier membership is theirs to see even
+				// where history is not: an invite to a room of another
+				// server, say, which this server holds only as an outlier
+				// of the state it joined with (its is_direct matters to
+				// clients).
+				w.prevSeen[p.NID] = seen[i].visible || ownMemberEvent(p, v.userID)
 			}
 		}
 	}

@@ -208,6 +208,9 @@ func (a *API) planRoom(ctx context.Context, d *Device, req *createRoomRequest) (
 		if err != nil {
 			return nil, err
 		}
+		if _, err := a.checkAliasNamespace(d, alias); err != nil {
+			return nil, err
+		}
 		if rid, err := a.aliasRoom(ctx, alias); err != nil {
 			return nil, internalErr(err)
 		} else if rid != "" {

@@ -218,7 +218,9 @@ func TestRoomVersion12ClientRules(t *testing.T) {
 		alice, bob, carol := us[0], us[1], us[2]
 		roomID := rtCreateRoom(t, alice, map[string]any{"room_version": "12", "preset": "public_chat",
 			"creation_content": map[string]any{"additional_creators": []string{string(bob.id)}}})
-		pl := func(users map[string]any) resp { return rtState(t, alice, roomID, "m.room.power_levels", "", map[string]any{"users": users}) }
+		pl := func(users map[string]any) resp {
+			return rtState(t, alice, roomID, "m.room.power_levels", "", map[string]any{"users": users})
+		}
 		// Creators have unlimited power and cannot be listed: a bad request.
 		pl(map[string]any{string(alice.id): 100}).expect(t, 400, "M_BAD_JSON")
 		pl(map[string]any{string(bob.id): 100}).expect(t, 400, "M_BAD_JSON")

@@ -52,6 +52,9 @@ type Syncer struct {
 	invitePos      atomic.Int64
 	inviteMu       sync.Mutex
 	inviteVers     map[id.UserID]int64
+	// remoteLeavePos: the invite-stream position of each out-of-band leave
+	// recorded since start (sync_remoteleaves.go), under inviteMu.
+	remoteLeavePos map[id.EventID]int64
 
 	// gapMu serialises the resolution of gaps in the event stream.
 	gapMu sync.Mutex

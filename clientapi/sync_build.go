@@ -246,6 +246,9 @@ func (b *syncBuilder) build() error {
 	if err := b.remoteKnockRooms(); err != nil {
 		return err
 	}
+	if err := b.remoteLeaveRooms(); err != nil {
+		return err
+	}
 	if err := b.presence(); err != nil {
 		return err
 	}
@@ -432,7 +435,7 @@ func (b *syncBuilder) joinedRoom(m syncstream.Membership, newlyJoined bool) erro
 	if err != nil {
 		return err
 	}
-	if err := b.fillTimeline(&jr.Timeline, roomID, tl, limited, full); err != nil {
+	if err := b.fillTimeline(&jr.Timeline, roomID, tl, limited, full, hasEvents && !newlyJoined && b.since.Events > 0); err != nil {
 		return err
 	}
 	b.noteMembers(tl)
@@ -549,7 +552,7 @@ func (b *syncBuilder) leftRoom(m syncstream.Membership) error {
 			return err
 		}
 	}
-	if err := b.fillTimeline(&lr.Timeline, roomID, tl, limited, b.initial || b.fullState); err != nil {
+	if err := b.fillTimeline(&lr.Timeline, roomID, tl, limited, b.initial || b.fullState, !b.initial && b.since.Events > 0); err != nil {
 		return err
 	}
 	b.setState(&lr.State, &lr.StateAfter, &lr.UnstableStateAfter, state)
@@ -951,7 +954,14 @@ func (b *syncBuilder) historicalTimeline(roomID id.RoomID, upTo int64, top rooms
 // accepts as from. Bundled aggregations are added to full and limited
 // timelines; an unlimited incremental timeline holds every event since the
 // previous sync, so the children of its events are in it too.
-func (b *syncBuilder) fillTimeline(t *timelineBatch, roomID id.RoomID, tl []*roomserver.StoredEvent, limited, full bool) error {
+//
+// An incremental timeline (stream order) gets a stream token: /messages pages
+// back from it through the events that came before the timeline's first in
+// the stream, in topological order (as Synapse), so that events that arrived
+// late with a low depth (a healed network partition) are neither skipped nor
+// repeated. A historical timeline (topological order) gets the topological
+// place of its first event.
+func (b *syncBuilder) fillTimeline(t *timelineBatch, roomID id.RoomID, tl []*roomserver.StoredEvent, limited, full, incremental bool) error {
 	t.Limited = limited
 	if len(tl) == 0 {
 		if limited {
@@ -965,7 +975,11 @@ func (b *syncBuilder) fillTimeline(t *timelineBatch, roomID id.RoomID, tl []*roo
 		return err
 	}
 	t.Events = evs
-	t.PrevBatch = syncstream.TopoToken{Depth: tl[0].Depth(), Stream: tl[0].StreamPos}.String()
+	if incremental && tl[0].StreamPos > 0 {
+		t.PrevBatch = syncstream.Token{Events: tl[0].StreamPos - 1}.String()
+	} else {
+		t.PrevBatch = syncstream.TopoToken{Depth: tl[0].Depth(), Stream: tl[0].StreamPos}.String()
+	}
 	b.recordMembers(roomID, tl)
 	return nil
 }

@@ -27,10 +27,10 @@ import (
 // A missing or unknown history_visibility counts as shared. For
 // m.room.history_visibility events and for the user's own member events the
 // event is visible if the state before or after it allows it. The user's own
-// leave after an invite or a join is always visible to them, so that a
-// rejected invite (or a leave) shows in /sync whatever the room's history
-// visibility (as Synapse: "they won't see the room disappear if they reject the
-// invite" otherwise).
+// leave after an invite, a knock or a join is always visible to them, so that
+// a rejected invite, a retracted knock or a leave shows in /sync whatever the
+// room's history visibility (as Synapse: "they won't see the room disappear if
+// they reject the invite" otherwise).
 //
 // The state is looked up once per distinct state snapshot among the events and
 // the user's joins once per room, so a page of messages costs a handful of
@@ -162,8 +162,8 @@ func visibilitySensitive(e *roomserver.StoredEvent, userID id.UserID) bool {
 }
 
 // ownLeave reports whether e makes userID leave the room from an invite (a
-// rejected or withdrawn invite) or a join (a leave or kick): prev is the
-// user's member event before e.
+// rejected or withdrawn invite), a knock (a retracted or refused knock) or a
+// join (a leave or kick): prev is the user's member event before e.
 func ownLeave(e *roomserver.StoredEvent, userID id.UserID, prev *roomserver.StoredEvent) bool {
 	if e.Type() != "m.room.member" || membershipOf(e) != "leave" {
 		return false
@@ -172,7 +172,7 @@ func ownLeave(e *roomserver.StoredEvent, userID id.UserID, prev *roomserver.Stor
 		return false
 	}
 	m := membershipOf(prev)
-	return m == "invite" || m == "join"
+	return m == "invite" || m == "knock" || m == "join"
 }
 
 // historyVisibility reads an m.room.history_visibility event; absent or unknown

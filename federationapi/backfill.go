@@ -31,6 +31,10 @@ const (
 	backfillRetryAfter = 30 * time.Second
 	// backfillTimeout bounds one backfill, which a client's /messages waits for.
 	backfillTimeout = 20 * time.Second
+	// maxBackfillRounds bounds the /backfill requests one backfill makes to
+	// gather limit events (a server answers at most maxBackfillLimit a time,
+	// Synapse 100).
+	maxBackfillRounds = 5
 )
 
 // backfillMisses remembers, per API and room, when a backfill last found nothing.
@@ -42,10 +46,12 @@ type backfillKey struct {
 }
 
 // BackfillRoom fetches up to limit events of roomID's history older than what
-// this server has from a server in the room, checks them (signatures and content
-// hashes here, the auth rules in the room engine) and stores them as historical
-// events. It returns how many events joined the timeline; 0 when the timeline
-// already reaches the create event or no server had anything.
+// this server has (or missing from the middle of it) from a server in the room,
+// checks them (signatures and content hashes here, the auth rules in the room
+// engine) and stores them as historical events. It asks again, up to
+// maxBackfillRounds times, while the server answers and limit is not reached.
+// It returns how many events joined the timeline; 0 when the timeline already
+// reaches the create event or no server had anything.
 func (a *API) BackfillRoom(ctx context.Context, roomID id.RoomID, limit int) (int, error) {
 	key := backfillKey{a, roomID}
 	if t, ok := backfillMisses.Load(key); ok && time.Since(t.(time.Time)) < backfillRetryAfter {
@@ -65,7 +71,7 @@ func (a *API) BackfillRoom(ctx context.Context, roomID id.RoomID, limit int) (in
 	if err != nil {
 		return 0, err
 	}
-	limit = max(1, min(limit, maxBackfillLimit))
+	limit = max(1, min(limit, maxBackfillRounds*maxBackfillLimit))
 	var errs []error
 	tried := 0
 	for _, server := range servers {
@@ -75,18 +81,41 @@ func (a *API) BackfillRoom(ctx context.Context, roomID id.RoomID, limit int) (in
 		if tried++; tried > maxBackfillServers {
 			break
 		}
-		n, err := a.backfillFrom(ctx, server, roomID, v.ID, points, limit)
+		n, err := a.backfillFrom(ctx, server, roomID, v.ID, points, min(limit, maxBackfillLimit))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("backfilling %s from %s: %w", roomID, server, err))
 			continue
 		}
 		if n > 0 {
 			backfillMisses.Delete(key)
-			return n, nil
+			return n + a.backfillMore(ctx, server, roomID, v.ID, limit-n), nil
 		}
 	}
 	backfillMisses.Store(key, time.Now())
 	return 0, errors.Join(errs...)
+}
+
+// backfillMore goes on backfilling from server, which had history, until want
+// more events are stored, the server has none left or maxBackfillRounds is
+// reached. Failures end it quietly: what arrived is kept.
+func (a *API) backfillMore(ctx context.Context, server string, roomID id.RoomID, version id.RoomVersion, want int) int {
+	total := 0
+	for round := 1; total < want && round < maxBackfillRounds && ctx.Err() == nil; round++ {
+		points, err := a.rs.BackfillPoints(ctx, roomID, maxBackfillPoints)
+		if err != nil || len(points) == 0 {
+			break
+		}
+		n, err := a.backfillFrom(ctx, server, roomID, version, points, min(want-total, maxBackfillLimit))
+		if err != nil {
+			slog.Info("backfilling more history failed", "room_id", roomID, "server", server, "err", err)
+			break
+		}
+		if n == 0 {
+			break
+		}
+		total += n
+	}
+	return total
 }
 
 // backfillFrom asks one server for the events before points and stores them.

@@ -360,10 +360,9 @@ func (a *API) sendDeviceListUpdate(ctx context.Context, c e2ee.Change) error {
 	if len(c.Devices) == 0 {
 		return a.sendSigningKeyUpdate(ctx, dests, l)
 	}
-	prev := []int64{}
-	if c.PrevPos > 0 {
-		prev = append(prev, c.PrevPos)
-	}
+	// prev_id is never empty for a change, even the user's first (0): an
+	// empty one is the notice sent on joins (sendDeviceListsOnJoin).
+	prev := []int64{c.PrevPos}
 	for _, d := range c.Devices {
 		u := e2ee.RemoteDeviceUpdate{UserID: c.User, DeviceID: d, StreamID: c.Pos, PrevID: prev, Deleted: true}
 		if i := slices.IndexFunc(l.Devices, func(x e2ee.DeviceInfo) bool { return x.DeviceID == d }); i >= 0 && !c.Deleted {

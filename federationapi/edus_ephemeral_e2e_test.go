@@ -98,7 +98,7 @@ func TestEphemeralEDUsFromTheirOrigin(t *testing.T) {
 		}
 		deviceList := func(u id.UserID) json.RawMessage {
 			return mustJSON(map[string]any{"edu_type": "m.device_list_update", "content": map[string]any{
-				"user_id": u, "device_id": "D", "stream_id": 1, "prev_id": []int{}, "deleted": true}})
+				"user_id": u, "device_id": "D", "stream_id": 1, "prev_id": []int{0}, "deleted": true}})
 		}
 		positions := func() int {
 			var n int

@@ -319,8 +319,8 @@ func TestKnockAndRejectInvite(t *testing.T) {
 		if _, err := a.Roomserver.InputRemoteEvent(ctx, signed); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Federation.RejectRemoteInvite(ctx, p.id, dave, nil); err != nil {
-			t.Fatalf("rejecting the invite: %v", err)
+		if found, err := b.Federation.RejectRemoteInvite(ctx, p.id, dave, nil); err != nil || !found {
+			t.Fatalf("rejecting the invite: found %v, %v", found, err)
 		}
 		if m := membership(t, a, p.id, dave); m != "leave" {
 			t.Fatalf("dave on A after rejecting: %s", m)

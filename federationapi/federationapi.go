@@ -91,6 +91,7 @@ type API struct {
 
 	invitesMu       sync.RWMutex
 	inviteListeners []func(Invite)
+	leaveListeners  []func(RemoteLeave)
 
 	dir atomic.Pointer[DirectoryProvider]
 

@@ -162,6 +162,9 @@ func (a *API) storeInvite(ctx context.Context, ev *events.Event, version id.Room
 	if err != nil {
 		return err
 	}
+	if err := a.forgetRemoteLeaves(ctx, ev.RoomID(), invitee); err != nil {
+		return err // a new invite supersedes the user's earlier leave
+	}
 	now := time.Now().UnixMilli()
 	if _, err := a.store.db.Exec(ctx, `INSERT INTO federation_invites (event_id, room_id, room_version, invitee, event_json, invite_room_state, received_ts)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING`,

@@ -33,7 +33,7 @@ func (a *API) JoinRemoteRoom(ctx context.Context, roomIDOrAlias string, userID i
 	if userID.Homeserver() != a.serverName {
 		return "", fmt.Errorf("joining %s: %s is not a local user", roomIDOrAlias, userID)
 	}
-	roomID, candidates, err := a.remoteTarget(ctx, roomIDOrAlias, via)
+	roomID, candidates, err := a.remoteTarget(ctx, roomIDOrAlias, via, a.inviterServers(ctx, userID))
 	if err != nil {
 		return "", err
 	}
@@ -41,9 +41,13 @@ func (a *API) JoinRemoteRoom(ctx context.Context, roomIDOrAlias string, userID i
 	for _, server := range candidates {
 		err := a.joinVia(ctx, server, roomID, userID)
 		if err == nil {
-			// A knock the user made from here is answered by the join.
+			// A knock the user made from here, or an earlier leave kept for
+			// /sync, is answered by the join.
 			if err := a.ForgetKnocks(ctx, roomID, userID); err != nil {
 				slog.Warn("forgetting knocks after a join", "room_id", roomID, "user_id", userID, "err", err)
+			}
+			if err := a.forgetRemoteLeaves(ctx, roomID, userID); err != nil {
+				slog.Warn("forgetting out-of-band leaves after a join", "room_id", roomID, "user_id", userID, "err", err)
 			}
 			return roomID, nil
 		}
@@ -67,10 +71,33 @@ func (a *API) JoinRemoteRoom(ctx context.Context, roomIDOrAlias string, userID i
 	return "", errors.Join(errs...)
 }
 
+// inviterServers returns, per room, the servers of the users who invited
+// userID to rooms this server is not in (a join or knock answering an invite
+// goes through the inviter's server, as Synapse does).
+func (a *API) inviterServers(ctx context.Context, userID id.UserID) map[id.RoomID][]string {
+	invites, err := a.PendingInvites(ctx, userID)
+	if err != nil {
+		slog.Warn("listing invites for a remote join", "user_id", userID, "err", err)
+		return nil
+	}
+	out := make(map[id.RoomID][]string, len(invites))
+	for _, inv := range invites {
+		if s := inv.Sender.Homeserver(); s != "" {
+			out[inv.RoomID] = append(out[inv.RoomID], s)
+		}
+	}
+	return out
+}
+
 // remoteTarget resolves a room ID or alias to the room ID and the servers to
-// ask about it: the alias's answer and server, via, and the room ID's server
-// (room versions before 12 name one), without this server or duplicates.
-func (a *API) remoteTarget(ctx context.Context, roomIDOrAlias string, via []string) (id.RoomID, []string, error) {
+// ask about it, without this server or duplicates: the alias's answer and
+// server, via, and the servers of the users who invited the user there
+// (inviters, by room). The room ID's own server (room versions before 12 name
+// one) is asked only when nothing else names a server: a client that gives via
+// servers chose them (Client-Server API, POST /join: "The servers to attempt to
+// join the room through"), and a server that says it cannot grant the join
+// must not be bypassed through the room's creator.
+func (a *API) remoteTarget(ctx context.Context, roomIDOrAlias string, via []string, inviters map[id.RoomID][]string) (id.RoomID, []string, error) {
 	var roomID id.RoomID
 	var servers []string
 	switch {
@@ -111,13 +138,19 @@ func (a *API) remoteTarget(ctx context.Context, roomIDOrAlias string, via []stri
 		return "", nil, httputil.InvalidParam("%s is neither a room ID nor an alias", roomIDOrAlias)
 	}
 	servers = append(servers, via...)
-	if _, server, ok := strings.Cut(string(roomID), ":"); ok {
-		servers = append(servers, server) // room versions before 12 name a server
-	}
+	servers = append(servers, inviters[roomID]...)
 	var candidates []string
-	for _, s := range servers {
+	add := func(s string) {
 		if s != a.serverName && s != "" && !slices.Contains(candidates, s) {
 			candidates = append(candidates, s)
+		}
+	}
+	for _, s := range servers {
+		add(s)
+	}
+	if len(candidates) == 0 {
+		if _, server, ok := strings.Cut(string(roomID), ":"); ok {
+			add(server) // room versions before 12 name a server
 		}
 	}
 	if len(candidates) == 0 {
@@ -321,57 +354,74 @@ func remoteError(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// RejectRemoteInvite rejects an invite of userID (a local user) to a room this
-// server is not in (Server-Server API, "Leaving Rooms (Rejecting Invites)"):
-// make_leave and send_leave through the inviting server, or the given servers.
-// The stored invite is forgotten once the leave is accepted.
-func (a *API) RejectRemoteInvite(ctx context.Context, roomID id.RoomID, userID id.UserID, via []string) error {
+// RejectRemoteInvite rejects userID's invite to roomID, a room this server is
+// not in (Server-Server API, "Leaving Rooms (Rejecting Invites)"): make_leave
+// and send_leave through the inviting server (then the room ID's server, for
+// room versions that name one). When no server takes the leave, the invite is
+// rejected here only, with a leave event of this server's (as Synapse does: an
+// unreachable or departed room must not leave the user with an invite they
+// cannot get rid of). Either way the invite is forgotten and the leave kept for
+// /sync (RemoteLeaves). found is false when the user has no such invite.
+func (a *API) RejectRemoteInvite(ctx context.Context, roomID id.RoomID, userID id.UserID, reason *string) (found bool, err error) {
 	if userID.Homeserver() != a.serverName {
-		return fmt.Errorf("rejecting an invite to %s: %s is not a local user", roomID, userID)
+		return false, fmt.Errorf("rejecting an invite to %s: %s is not a local user", roomID, userID)
 	}
 	invites, err := a.PendingInvites(ctx, userID)
 	if err != nil {
-		return err
+		return false, err
 	}
-	var inviteIDs []id.EventID
+	var mine []Invite
 	var servers []string
 	for _, inv := range invites {
 		if inv.RoomID == roomID {
-			inviteIDs = append(inviteIDs, inv.EventID)
-			servers = append(servers, inv.Sender.Homeserver())
-		}
-	}
-	servers = append(servers, via...)
-	var errs []error
-	for _, server := range servers {
-		if server == a.serverName || server == "" {
-			continue
-		}
-		if err := a.leaveVia(ctx, server, roomID, userID); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, eid := range inviteIDs {
-			if err := a.ForgetInvite(ctx, eid); err != nil {
-				return err
+			mine = append(mine, inv)
+			if s := inv.Sender.Homeserver(); s != a.serverName && s != "" && !slices.Contains(servers, s) {
+				servers = append(servers, s)
 			}
 		}
-		return nil
 	}
-	if len(errs) == 0 {
-		return ErrNoServers
+	if len(mine) == 0 {
+		return false, nil
 	}
-	return errors.Join(errs...)
+	if _, s, ok := strings.Cut(string(roomID), ":"); ok && s != a.serverName && s != "" && !slices.Contains(servers, s) {
+		servers = append(servers, s)
+	}
+	var leave *events.Event
+	for _, server := range servers {
+		ev, err := a.leaveVia(ctx, server, roomID, userID, reason)
+		if err == nil {
+			leave = ev
+			break
+		}
+		slog.Info("rejecting an invite through a server failed", "room_id", roomID, "user_id", userID, "via", server, "err", err)
+		if ctx.Err() != nil {
+			return true, ctx.Err()
+		}
+	}
+	latest := mine[len(mine)-1]
+	if leave == nil {
+		if leave, err = a.localLeaveFor(latest, userID, reason); err != nil {
+			return true, fmt.Errorf("rejecting the invite to %s locally: %w", roomID, err)
+		}
+		slog.Info("rejected an invite locally: no server of the room took the leave", "room_id", roomID, "user_id", userID)
+	}
+	for _, inv := range mine {
+		if err := a.ForgetInvite(ctx, inv.EventID); err != nil {
+			return true, err
+		}
+	}
+	return true, a.storeRemoteLeave(ctx, leave, leave.Version().ID, userID)
 }
 
-// leaveVia runs make_leave/send_leave with one server.
-func (a *API) leaveVia(ctx context.Context, server string, roomID id.RoomID, userID id.UserID) error {
+// leaveVia runs make_leave/send_leave with one server and returns the leave
+// event it accepted.
+func (a *API) leaveVia(ctx context.Context, server string, roomID id.RoomID, userID id.UserID, reason *string) (*events.Event, error) {
 	ml, err := a.client.MakeLeave(ctx, &federation.ReqMakeLeave{RoomID: roomID, UserID: userID, Via: server})
 	if err != nil {
-		return remoteError("make_leave", err)
+		return nil, remoteError("make_leave", err)
 	}
 	if ml == nil {
-		return errors.New("make_leave: empty answer")
+		return nil, errors.New("make_leave: empty answer")
 	}
 	version := ml.RoomVersion
 	if version == "" {
@@ -379,18 +429,21 @@ func (a *API) leaveVia(ctx context.Context, server string, roomID id.RoomID, use
 	}
 	v, ok := roomversion.Lookup(version)
 	if !ok {
-		return fmt.Errorf("make_leave: unsupported room version %q", version)
+		return nil, fmt.Errorf("make_leave: unsupported room version %q", version)
 	}
 	proto, err := templateProto(v, ml.Event, roomID, userID, "leave")
 	if err != nil {
-		return fmt.Errorf("make_leave: %w", err)
+		return nil, fmt.Errorf("make_leave: %w", err)
+	}
+	if reason != nil && *reason != "" {
+		proto.Content = withReason(proto.Content, *reason)
 	}
 	ev, err := events.Build(v.ID, *proto, a.serverName, id.KeyID(a.key.ID), a.key.PrivateKey)
 	if err != nil {
-		return fmt.Errorf("building the leave event: %w", err)
+		return nil, fmt.Errorf("building the leave event: %w", err)
 	}
 	if err := a.client.SendLeave(ctx, &federation.ReqSendLeave{RoomID: roomID, EventID: ev.ID(), Event: ev.JSON(), Via: server}); err != nil {
-		return remoteError("send_leave", err)
+		return nil, remoteError("send_leave", err)
 	}
-	return nil
+	return ev, nil
 }

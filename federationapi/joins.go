@@ -232,8 +232,10 @@ func (a *API) joinAuthoriser(ctx context.Context, roomID id.RoomID, userID id.Us
 		if other == "" {
 			continue
 		}
-		if _, err := a.rs.RoomVersion(ctx, other); err != nil {
-			unchecked++ // not known here: cannot be checked
+		if in, err := a.rs.ServerJoined(ctx, other, "", a.serverName); err != nil || !in {
+			// Not known here, or known only as it was when this server
+			// left it: its membership cannot be checked.
+			unchecked++
 			continue
 		}
 		if m, _, err := a.rs.Membership(ctx, other, userID); err == nil && m == "join" {

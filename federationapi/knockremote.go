@@ -49,7 +49,7 @@ func (a *API) KnockRemoteRoom(ctx context.Context, roomIDOrAlias string, userID 
 	if userID.Homeserver() != a.serverName {
 		return "", fmt.Errorf("knocking on %s: %s is not a local user", roomIDOrAlias, userID)
 	}
-	roomID, candidates, err := a.remoteTarget(ctx, roomIDOrAlias, via)
+	roomID, candidates, err := a.remoteTarget(ctx, roomIDOrAlias, via, nil)
 	if err != nil {
 		return "", err
 	}
@@ -163,6 +163,9 @@ func (a *API) storeKnock(ctx context.Context, ev *events.Event, version id.RoomV
 	if err := a.ForgetKnocks(ctx, ev.RoomID(), knocker); err != nil {
 		return err
 	}
+	if err := a.forgetRemoteLeaves(ctx, ev.RoomID(), knocker); err != nil {
+		return err
+	}
 	if _, err := a.store.db.Exec(ctx, `INSERT INTO federation_knocks (event_id, room_id, room_version, knocker, server, event_json, knock_room_state, sent_ts)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING`,
 		string(ev.ID()), string(ev.RoomID()), string(version), string(knocker), server, ev.JSON(), stateJSON, time.Now().UnixMilli()); err != nil {
@@ -235,11 +238,15 @@ func (a *API) RetractRemoteKnock(ctx context.Context, roomID id.RoomID, userID i
 		if server == a.serverName || server == "" {
 			continue
 		}
-		if err := a.leaveVia(ctx, server, roomID, userID); err != nil {
+		leave, err := a.leaveVia(ctx, server, roomID, userID, nil)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		return true, a.ForgetKnocks(ctx, roomID, userID)
+		if err := a.ForgetKnocks(ctx, roomID, userID); err != nil {
+			return true, err
+		}
+		return true, a.storeRemoteLeave(ctx, leave, leave.Version().ID, userID)
 	}
 	if len(errs) == 0 {
 		return true, ErrNoServers

@@ -3,11 +3,14 @@ package federationapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/tidwall/sjson"
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
@@ -213,5 +216,71 @@ func TestPushedEventGaps(t *testing.T) {
 				t.Fatalf("event with unknown auth events stored as %+v", se)
 			}
 		})
+	})
+}
+
+// TestLateEventPagination: an event from another server that arrives late but
+// sits early in the DAG (a healed network partition) comes down an
+// incremental /sync, and paging back from that timeline's prev_batch returns
+// the events before it in the stream, newest first in topological order: none
+// is skipped and the late event is not repeated (as Synapse does it).
+func TestLateEventPagination(t *testing.T) {
+	forEachDB(t, func(t *testing.T, start starter) {
+		a := start()
+		ctx := context.Background()
+		aName := a.Config().ServerName
+		alice := clientOf(t, a, "alice")
+		r := createRoom(t, a, "10", alice.UserID, "public")
+		evil := startEvilServer(t)
+		mallory := joinEvil(t, a, r, evil, "10")
+		sync := func(since string) map[string]any {
+			t.Helper()
+			var resp map[string]any
+			u := alice.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, map[string]string{
+				"since": since, "filter": `{"room":{"timeline":{"limit":4}}}`,
+			})
+			if _, err := alice.MakeRequest(ctx, http.MethodGet, u, nil, &resp); err != nil {
+				t.Fatalf("sync: %v", err)
+			}
+			return resp
+		}
+		since := sync("")["next_batch"].(string)
+
+		// Built on the room as it is now, delivered after alice's first four.
+		late := evil.build(t, a, r.id, mallory, "m.room.message", nil, map[string]any{"body": "late"})
+		var sent []id.EventID
+		for i := 1; i <= 4; i++ {
+			sent = append(sent, r.message(alice.UserID, fmt.Sprintf("event %d", i)).Event.ID())
+		}
+		if res := evil.send(t, aName, "late", late.JSON()); res[late.ID()] != "" {
+			t.Fatalf("late event: %v", res)
+		}
+		if se, err := a.Roomserver.Event(ctx, late.ID()); err != nil || se.Rejected || se.SoftFailed {
+			t.Fatalf("late event stored as %+v, %v", se, err)
+		}
+		for i := 5; i <= 7; i++ {
+			sent = append(sent, r.message(alice.UserID, fmt.Sprintf("event %d", i)).Event.ID())
+		}
+
+		resp := sync(since)
+		tl, _ := resp["rooms"].(map[string]any)["join"].(map[string]any)[string(r.id)].(map[string]any)["timeline"].(map[string]any)
+		var got []id.EventID
+		for _, e := range tl["events"].([]any) {
+			got = append(got, id.EventID(e.(map[string]any)["event_id"].(string)))
+		}
+		if want := []id.EventID{late.ID(), sent[4], sent[5], sent[6]}; !slices.Equal(got, want) || tl["limited"] != true {
+			t.Fatalf("timeline = %v (limited %v), want %v", got, tl["limited"], want)
+		}
+		page, err := alice.Messages(ctx, r.id, tl["prev_batch"].(string), "", mautrix.DirectionBackward, nil, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = got[:0]
+		for _, e := range page.Chunk {
+			got = append(got, e.ID)
+		}
+		if want := []id.EventID{sent[3], sent[2], sent[1], sent[0]}; !slices.Equal(got, want) {
+			t.Fatalf("/messages from prev_batch = %v, want %v", got, want)
+		}
 	})
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -43,6 +45,41 @@ func (a *API) getQueryProfile(w http.ResponseWriter, r *http.Request, origin str
 	}
 	httputil.RespondJSON(w, http.StatusOK, prof)
 	return nil
+}
+
+// maxRemoteProfileFields bounds the fields kept from a remote profile answer.
+const maxRemoteProfileFields = 100
+
+// QueryRemoteProfile asks userID's server for the user's profile (GET
+// /_matrix/federation/v1/query/profile), all of it or, with field set, that
+// field only. Errors carrying a Matrix error code come back as
+// *httputil.Error (M_NOT_FOUND for an unknown user or field).
+func (a *API) QueryRemoteProfile(ctx context.Context, userID id.UserID, field string) (map[string]json.RawMessage, error) {
+	_, server, err := userID.Parse()
+	if err != nil || server == "" {
+		return nil, httputil.InvalidParam("Invalid user ID %s", userID)
+	}
+	if server == a.serverName {
+		return nil, fmt.Errorf("querying the profile of %s: a local user", userID)
+	}
+	q := url.Values{"user_id": {string(userID)}}
+	if field != "" {
+		q.Set("field", field)
+	}
+	var resp map[string]json.RawMessage
+	if err := a.client.Query(ctx, server, "profile", q, &resp); err != nil {
+		return nil, remoteError("querying the profile of "+string(userID), err)
+	}
+	out := make(map[string]json.RawMessage, min(len(resp), maxRemoteProfileFields))
+	for k, v := range resp {
+		if len(out) == maxRemoteProfileFields {
+			break
+		}
+		if field == "" || k == field {
+			out[k] = v
+		}
+	}
+	return out, nil
 }
 
 // GET /_matrix/federation/v1/query/directory?room_alias=

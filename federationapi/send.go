@@ -109,6 +109,8 @@ func (a *API) processPDUs(ctx context.Context, origin string, raws []json.RawMes
 			}
 			if !errors.Is(err, roomserver.ErrRoomNotFound) {
 				slog.Warn("looking up room of received PDUs", "room_id", roomID, "err", err)
+			} else {
+				a.takeInviteRescissions(ctx, origin, roomID, byRoom[roomID], results)
 			}
 			continue
 		}

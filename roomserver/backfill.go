@@ -267,7 +267,10 @@ func (r *Roomserver) inputHistorical(ctx context.Context, rm *room, ev *events.E
 			bNID, bMeta = nid, meta
 			snapsToKeep = append(snapsToKeep, cachedSnapshot{nid, before, meta})
 		}
-		var eventNID int64
+		var (
+			eventNID   int64
+			redactedBy id.EventID
+		)
 		if outlier != nil {
 			eventNID = outlier.NID
 			if _, err := tx.Exec(ctx, `UPDATE events SET stream_pos = $1, is_outlier = FALSE, is_rejected = $2, state_before_nid = $3, state_after_nid = $3
@@ -286,6 +289,11 @@ func (r *Roomserver) inputHistorical(ctx context.Context, rm *room, ev *events.E
 				rejected, bNID, ev.JSON()).Scan(&eventNID)
 			if err != nil {
 				return fmt.Errorf("inserting event %s: %w", ev.ID(), err)
+			}
+			if !rejected {
+				if redactedBy, err = r.applyPendingRedactions(ctx, tx, rm, ev, eventNID); err != nil {
+					return err
+				}
 			}
 		}
 		if len(authNIDs) > 0 {
@@ -322,7 +330,7 @@ func (r *Roomserver) inputHistorical(ctx context.Context, rm *room, ev *events.E
 				return fmt.Errorf("recording state after %s: %w", ev.ID(), err)
 			}
 		}
-		se = &StoredEvent{Event: ev, NID: eventNID, RoomNID: rm.nid, StreamPos: pos, Rejected: rejected, StateBefore: bNID, StateAfter: after}
+		se = &StoredEvent{Event: ev, NID: eventNID, RoomNID: rm.nid, StreamPos: pos, Rejected: rejected, StateBefore: bNID, StateAfter: after, RedactedBy: redactedBy}
 		if outlier != nil {
 			se.RedactedBy = outlier.RedactedBy
 		}

@@ -90,6 +90,10 @@ type eventCache struct {
 	max   int
 	byNID map[int64]*StoredEvent
 	byID  map[id.EventID]*StoredEvent
+	// gen counts drops. A loader notes it before reading the store and puts
+	// what it read only if no drop came in between: a row read just before a
+	// redaction commits must not be cached after the drop that follows it.
+	gen uint64
 }
 
 func newEventCache(max int) *eventCache {
@@ -108,9 +112,30 @@ func (c *eventCache) getID(eid id.EventID) *StoredEvent {
 	return c.byID[eid]
 }
 
+// generation returns the drop count, for putIfGen.
+func (c *eventCache) generation() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.gen
+}
+
+// putIfGen is put for an event read from the store when the drop count was
+// gen: it is not cached if an event was dropped since.
+func (c *eventCache) putIfGen(e *StoredEvent, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == gen {
+		c.putLocked(e)
+	}
+}
+
 func (c *eventCache) put(e *StoredEvent) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.putLocked(e)
+}
+
+func (c *eventCache) putLocked(e *StoredEvent) {
 	if len(c.byNID) >= c.max {
 		// Random eviction of a slice of the cache: cheap, and hot events come back.
 		n := c.max / 8
@@ -129,8 +154,20 @@ func (c *eventCache) put(e *StoredEvent) {
 func (c *eventCache) drop(e *StoredEvent) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen++
 	delete(c.byNID, e.NID)
 	delete(c.byID, e.ID())
+}
+
+// dropID drops the event with the given ID, if cached.
+func (c *eventCache) dropID(eid id.EventID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	if e := c.byID[eid]; e != nil {
+		delete(c.byNID, e.NID)
+		delete(c.byID, eid)
+	}
 }
 
 const eventColumns = `e.event_nid, e.room_nid, e.event_id, r.room_version, e.json, COALESCE(e.stream_pos, 0), e.is_outlier, e.is_rejected, e.is_soft_failed, e.state_before_nid, e.state_after_nid, COALESCE(e.redacted_by, '')`
@@ -212,6 +249,7 @@ func (r *Roomserver) loadEvents(ctx context.Context, q storage.Conn, column stri
 			batch = batch[:500]
 		}
 		keys = keys[len(batch):]
+		gen := r.events.generation()
 		rows, err := q.Query(ctx, `SELECT `+eventColumns+` FROM events e JOIN rooms r ON r.room_nid = e.room_nid WHERE `+column+` IN (`+placeholders(len(batch), 1)+`)`, batch...)
 		if err != nil {
 			return fmt.Errorf("loading events: %w", err)
@@ -222,7 +260,7 @@ func (r *Roomserver) loadEvents(ctx context.Context, q storage.Conn, column stri
 				rows.Close()
 				return err
 			}
-			r.events.put(se)
+			r.events.putIfGen(se, gen)
 			fn(se)
 		}
 		rows.Close()

@@ -504,6 +504,11 @@ func (r *Roomserver) persist(ctx context.Context, rm *room, in *persistInput) (*
 		r.snapshots.put(c.nid, c.state, c.meta)
 	}
 	r.events.put(se)
+	if t := ev.Redacts(); t != "" && timeline && !in.rejected && !in.softFailed {
+		// Again now that the redaction is committed: a reader may have cached
+		// the target as it was between applyRedaction's drop and the commit.
+		r.events.dropID(t)
+	}
 	if !timeline {
 		return &OutputEvent{Event: ev, RoomNID: rm.nid}, nil
 	}

@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -234,4 +235,80 @@ func eventsOf(s []*StoredEvent) []*events.Event {
 		out[i] = e.Event
 	}
 	return out
+}
+
+// TestRedactionBeforeItsTarget has redactions arrive before the events they
+// redact: each waits and is applied when its target is stored, if it may
+// apply then (room v3+ "Handling redactions").
+func TestRedactionBeforeItsTarget(t *testing.T) {
+	forEachRoomserver(t, func(t *testing.T, rs *Roomserver) {
+		ctx := context.Background()
+		alice, dave := user("alice"), user("dave")
+		bob := id.UserID("@bob:" + remoteServer)
+		room := newPublicRoom(t, rs, "10", alice)
+		room.join(dave) // local, power 0
+		rb := newRemote(t, "10")
+		base := authIDsFor(t, rs, room.id, [2]string{"m.room.create", ""}, [2]string{"m.room.power_levels", ""}, [2]string{"m.room.join_rules", ""})
+		join := rb.build(room.id, bob, "m.room.member", sk(string(bob)), map[string]any{"membership": "join"}, []*events.Event{room.message(alice, "hi").Event}, base)
+		if res, err := rs.InputRemoteEvent(ctx, join); err != nil || res.Rejected != nil {
+			t.Fatalf("bob's join: %+v %v", res, err)
+		}
+		bobAuth := append(authIDsFor(t, rs, room.id, [2]string{"m.room.create", ""}, [2]string{"m.room.power_levels", ""}), join.ID())
+
+		tests := []struct {
+			name   string
+			redact func(t *testing.T, target id.EventID) id.EventID // sends the redaction, returns its ID
+			want   bool                                             // the redaction applies
+		}{
+			{"by the sender's server", func(t *testing.T, target id.EventID) id.EventID {
+				red, err := events.Build("10", events.ProtoEvent{
+					Type: "m.room.redaction", Sender: bob, RoomID: room.id, Content: []byte(`{}`), Redacts: &target,
+					PrevEvents: []id.EventID{join.ID()}, AuthEvents: bobAuth, Depth: join.Depth() + 1,
+				}, remoteServer, id.KeyID(rb.key.ID), rb.key.PrivateKey)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res, err := rs.InputRemoteEvent(ctx, red); err != nil || res.Rejected != nil || res.SoftFailed != nil {
+					t.Fatalf("redaction: %+v %v", res, err)
+				}
+				return red.ID()
+			}, true},
+			{"by a moderator", func(t *testing.T, target id.EventID) id.EventID {
+				out, err := rs.SendEvent(ctx, room.id, SendRequest{Type: "m.room.redaction", Sender: alice, Content: []byte(`{}`), Redacts: target})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out.Event.ID()
+			}, true},
+			{"by a user without the power", func(t *testing.T, target id.EventID) id.EventID {
+				out, err := rs.SendEvent(ctx, room.id, SendRequest{Type: "m.room.redaction", Sender: dave, Content: []byte(`{}`), Redacts: target})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out.Event.ID()
+			}, false},
+		}
+		for i, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				// bob's message, built on his join but not yet delivered.
+				msg := rb.build(room.id, bob, "m.room.message", nil, map[string]any{"body": fmt.Sprintf("secret %d", i)}, []*events.Event{join}, bobAuth)
+				redID := tt.redact(t, msg.ID())
+				if res, err := rs.InputRemoteEvent(ctx, msg); err != nil || res.Rejected != nil {
+					t.Fatalf("target: %+v %v", res, err)
+				}
+				stored, err := rs.Event(ctx, msg.ID())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if applied := stored.RedactedBy == redID; applied != tt.want {
+					t.Fatalf("RedactedBy = %q, want applied %v (%s)", stored.RedactedBy, tt.want, redID)
+				}
+				// The store agrees with the cache.
+				rs.events.drop(stored)
+				if again, err := rs.Event(ctx, msg.ID()); err != nil || again.RedactedBy != stored.RedactedBy {
+					t.Fatalf("reloaded: %+v, %v", again, err)
+				}
+			})
+		}
+	})
 }

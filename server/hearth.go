@@ -87,6 +87,9 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		// Spaces on other servers (GET /hierarchy).
 		remoteHierarchy clientapi.RemoteHierarchy
 		remoteKnocker   clientapi.RemoteKnocker
+		// Rejecting invites from rooms this server is not in; remote profiles.
+		remoteRejecter clientapi.RemoteInviteRejecter
+		remoteProfiles clientapi.RemoteProfiles
 	)
 	if cfg.Federation.Enabled {
 		profiles := federationProfiles{accounts.NewStore(db, cfg.ServerName)}
@@ -99,6 +102,7 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		remoteJoiner, remoteInviter, remoteAliases = h.Federation, h.Federation, h.Federation
 		backfiller = h.Federation
 		remoteHierarchy, remoteKnocker = h.Federation, h.Federation
+		remoteRejecter, remoteProfiles = h.Federation, h.Federation
 		// Key queries, claims, to-device messages and device lists across servers.
 		h.Federation.EnableE2EE(h.HTTP.Routers, h.Keys)
 		remoteKeys, remoteToDevice = h.Federation, h.Federation
@@ -118,6 +122,9 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		// Invites from other servers to rooms this server is not in.
 		h.Sync.SetRemoteInvites(federationInvites{h.Federation})
 		h.Federation.OnInvite(func(inv federationapi.Invite) { h.Sync.RemoteInvitesChanged(inv.Invitee) })
+		// Leaves from rooms this server is not in (rejected or rescinded
+		// invites, retracted knocks) show in the leave section.
+		h.Federation.OnRemoteLeave(func(l federationapi.RemoteLeave) { h.Sync.RemoteLeft(l.UserID, l.EventID) })
 		// Typing notifications and read receipts across servers.
 		h.Federation.EnableEphemeral(h.Sync)
 		h.Sync.SetEphemeralHooks(federationEphemeralHooks(h.Federation))
@@ -150,6 +157,7 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		Roomserver: h.Roomserver, Membership: roomMembership, Rooms: roomMembership,
 		RemoteJoiner: remoteJoiner, RemoteInviter: remoteInviter, RemoteAliases: remoteAliases,
 		Backfiller: backfiller, RemoteHierarchy: remoteHierarchy, RemoteKnocker: remoteKnocker,
+		RemoteInviteRejecter: remoteRejecter, RemoteProfiles: remoteProfiles,
 		RemoteKeys: remoteKeys, RemoteToDevice: remoteToDevice,
 		Sync: h.Sync}); err != nil {
 		db.Close()
@@ -282,6 +290,20 @@ func (fi federationInvites) PendingKnocks(ctx context.Context, userID id.UserID)
 	out := make([]clientapi.RemoteKnock, len(ks))
 	for i, k := range ks {
 		out[i] = clientapi.RemoteKnock{RoomID: k.RoomID, EventID: k.EventID, Event: k.Event, KnockRoomState: k.KnockRoomState}
+	}
+	return out, nil
+}
+
+// RemoteLeaves implements clientapi.RemoteLeaves: local users' leaves from
+// rooms of other servers this server is not in, for /sync.
+func (fi federationInvites) RemoteLeaves(ctx context.Context, userID id.UserID) ([]clientapi.RemoteLeave, error) {
+	ls, err := fi.f.RemoteLeaves(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]clientapi.RemoteLeave, len(ls))
+	for i, l := range ls {
+		out[i] = clientapi.RemoteLeave{RoomID: l.RoomID, RoomVersion: l.RoomVersion, EventID: l.EventID, Event: l.Event}
 	}
 	return out, nil
 }

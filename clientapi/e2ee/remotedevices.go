@@ -94,11 +94,19 @@ func nullable[T ~string | ~[]byte](v T) any {
 }
 
 // ApplyRemoteDeviceUpdate takes an m.device_list_update EDU about a remote user
-// who shares a room with local users (the caller checks). The user's device
-// list is marked changed for /sync in any case; the cached entry, if fresh and
-// the update follows on from it, is updated in the same transaction, so a client
-// told of the change and querying keys gets the new ones. resync reports that
-// the entry is missing or stale and should be fetched again.
+// who shares a room with local users (the caller checks). The cached entry, if
+// fresh and the update follows on from it, is updated, and the user's device
+// list is marked changed for /sync in the same transaction, so a client told
+// of the change and querying keys gets the new ones. resync reports that the
+// entry is missing or stale and should be fetched again.
+//
+// An update with an empty prev_id is the user's server telling us its current
+// list because the user joined a room with us (Hearth sends those; real changes
+// always name a prev_id). It is news only if it is ahead of a fresh entry, or
+// the entry is stale: with no entry at all, no local user has queried the
+// user's keys here yet, and the join itself put the user in device_lists.changed.
+// Marking the list changed again when such a notice arrives late would tell
+// clients of a change that did not happen.
 func (s *Service) ApplyRemoteDeviceUpdate(ctx context.Context, u *RemoteDeviceUpdate) (resync bool, err error) {
 	if _, server, err := u.UserID.ParseAndValidateRelaxed(); err != nil || server == s.serverName {
 		return false, fmt.Errorf("device list update for %q: not a remote user", u.UserID)
@@ -120,15 +128,19 @@ func (s *Service) ApplyRemoteDeviceUpdate(ctx context.Context, u *RemoteDeviceUp
 		var streamID int64
 		var stale bool
 		err := tx.QueryRow(ctx, `SELECT stream_id, stale FROM remote_device_lists WHERE user_id = $1`, string(u.UserID)).Scan(&streamID, &stale)
+		notice := len(u.PrevID) == 0
 		switch {
 		case isNoRows(err):
 			resync = true
+			if notice {
+				return nil
+			}
 			return n.deviceListChanged(ctx, tx, u.UserID, nil, false)
 		case err != nil:
 			return fmt.Errorf("reading cached device list of %s: %w", u.UserID, err)
-		case !stale && u.StreamID < streamID:
+		case !stale && (u.StreamID < streamID || (notice && u.StreamID == streamID)):
 			return nil // already part of the cached list
-		case !stale && (u.StreamID == streamID || (len(u.PrevID) > 0 && slices.Max(u.PrevID) == streamID)):
+		case !stale && !notice && (u.StreamID == streamID || slices.Max(u.PrevID) == streamID):
 			// The update follows on from the cached list (or is another
 			// device of the same update): apply it.
 			changed, err := applyRemoteDevice(ctx, tx, u, keys, name)
@@ -144,9 +156,9 @@ func (s *Service) ApplyRemoteDeviceUpdate(ctx context.Context, u *RemoteDeviceUp
 			}
 			return n.deviceListChanged(ctx, tx, u.UserID, nil, false)
 		}
-		// An update is missing (or prev_id is empty, which means the sender
-		// does not know what we have): the entry cannot be trusted until a
-		// resync, and one already under way may predate this update.
+		// An update is missing (or a notice is ahead of what we have): the
+		// entry cannot be trusted until a resync, and one already under way
+		// may predate this update.
 		resync = true
 		if err := markStale(ctx, tx, []id.UserID{u.UserID}); err != nil {
 			return err

@@ -104,6 +104,13 @@ func TestRemoteDeviceListCache(t *testing.T) {
 			t.Fatalf("changed = %v", changed)
 		}
 
+		// A join notice about a user nobody here asked about is no change:
+		// the join itself was one.
+		before := e.s.Position()
+		if resync, err := e.s.ApplyRemoteDeviceUpdate(e.ctx, &RemoteDeviceUpdate{UserID: remoteUID("yan"), DeviceID: "Y", StreamID: 3}); err != nil || !resync || e.s.Position() != before {
+			t.Fatalf("notice: resync=%v err=%v position %d -> %d", resync, err, before, e.s.Position())
+		}
+
 		// A resync makes the entry fresh.
 		gen, err := e.s.BeginRemoteResync(e.ctx, zed)
 		if err != nil {
@@ -146,6 +153,7 @@ func TestRemoteDeviceListCache(t *testing.T) {
 			{"another device of the same update", "Z1", 6, []int64{5}, "", true, false, true, map[id.DeviceID]string{"Z2": "k2"}},
 			{"an older update is ignored", "Z2", 3, []int64{2}, "old", false, false, false, map[id.DeviceID]string{"Z2": "k2"}},
 			{"several prev_ids, the latest ours", "Z2", 8, []int64{2, 6}, "k3", false, false, true, map[id.DeviceID]string{"Z2": "k3"}},
+			{"a join notice at our position changes nothing", "Z2", 8, nil, "k3", false, false, false, map[id.DeviceID]string{"Z2": "k3"}},
 			{"a missed update makes the entry stale", "Z2", 11, []int64{10}, "k4", false, true, true, nil},
 			{"a stale entry takes no updates", "Z2", 12, []int64{11}, "k5", false, true, true, nil},
 		} {
@@ -166,7 +174,9 @@ func TestRemoteDeviceListCache(t *testing.T) {
 
 		// A resync begun before the entry was last marked stale is not stored.
 		gen, _ = e.s.BeginRemoteResync(e.ctx, zed)
-		upd("Z2", 13, nil, "k6", false) // empty prev_id: always a resync
+		if !upd("Z2", 13, nil, "k6", false) { // a join notice about a stale entry
+			t.Fatal("no resync after a notice about a stale entry")
+		}
 		if stored, err := e.s.StoreRemoteDeviceList(e.ctx, &DeviceList{UserID: zed, StreamID: 12}, gen); err != nil || stored {
 			t.Fatalf("outdated resync stored: %v %v", stored, err)
 		}
@@ -190,7 +200,7 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		}
 
 		// Bad updates are refused and change nothing.
-		before := e.s.Position()
+		before = e.s.Position()
 		for name, u := range map[string]*RemoteDeviceUpdate{
 			"local user":         {UserID: alice, DeviceID: "A", StreamID: 14, PrevID: []int64{13}},
 			"no device":          {UserID: zed, StreamID: 14, PrevID: []int64{13}},

@@ -4,7 +4,8 @@
 //
 // On every start it reads SERVER_NAME, writes a fresh config for it (client API on
 // :8008 over HTTP, federation on :8448 over HTTPS, open registration, shared secret
-// "complement", no rate limits, outbound federation to private addresses), issues a
+// "complement", no rate limits, outbound federation to private addresses, the
+// application services registered in /complement/appservice), issues a
 // TLS certificate for SERVER_NAME signed by the CA Complement copies into
 // /complement/ca, and execs hearth as PID 1 so that SIGTERM reaches it. The signing
 // key and the database live in the container's filesystem and are kept across
