@@ -142,7 +142,7 @@ func (a *API) localLeaveFor(inv Invite, userID id.UserID, reason *string) (*even
 // server does not know, for the rescission of an invite a local user holds:
 // the inviter's leave event for the invitee, citing the invite among its auth
 // events. The room's server sends it to the invitee's server because nothing
-// else would tell the invitee (as Synapse does since 1.137). This server cannot
+// else would tell the invitee (as Synapse does). This server cannot
 // run the auth rules without the room's state, so, as Synapse, it accepts a
 // rescission only from the inviter (whose invite it has), correctly signed.
 // The invite is then forgotten and the leave kept for /sync; results gets
