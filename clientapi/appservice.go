@@ -220,12 +220,9 @@ func (a *API) appServiceLogin(ctx context.Context, r *http.Request, req *loginRe
 	}
 	user := req.User
 	if len(req.Identifier) > 0 {
-		var ident struct {
-			Type string `json:"type"`
-			User string `json:"user"`
-		}
-		if err := httputil.UnmarshalJSON(req.Identifier, &ident); err != nil {
-			return "", httputil.BadJSON("identifier: %s", err.Message)
+		ident, err := parseIdentifier(req)
+		if err != nil {
+			return "", err
 		}
 		if ident.Type != "m.id.user" {
 			return "", httputil.InvalidParam("Application services log in with identifiers of type m.id.user")

@@ -138,12 +138,9 @@ func (a *API) postLogin(w http.ResponseWriter, r *http.Request) error {
 func (a *API) loginIdentifier(req *loginRequest) (string, error) {
 	user := req.User
 	if len(req.Identifier) > 0 {
-		var ident struct {
-			Type string `json:"type"`
-			User string `json:"user"`
-		}
-		if err := httputil.UnmarshalJSON(req.Identifier, &ident); err != nil {
-			return "", httputil.BadJSON("identifier: %s", err.Message)
+		ident, err := parseIdentifier(req)
+		if err != nil {
+			return "", err
 		}
 		switch ident.Type {
 		case "m.id.user":
@@ -166,6 +163,22 @@ func (a *API) loginIdentifier(req *loginRequest) (string, error) {
 		return "", httputil.Forbidden("Invalid username or password")
 	}
 	return lp, nil
+}
+
+// loginIdent is the identifier object of a login request (only its type and,
+// for m.id.user, its user are read).
+type loginIdent struct {
+	Type string `json:"type"`
+	User string `json:"user"`
+}
+
+// parseIdentifier decodes req.Identifier, which must be present.
+func parseIdentifier(req *loginRequest) (loginIdent, error) {
+	var ident loginIdent
+	if err := httputil.UnmarshalJSON(req.Identifier, &ident); err != nil {
+		return ident, httputil.BadJSON("identifier: %s", err.Message)
+	}
+	return ident, nil
 }
 
 // maxDeviceDisplayName is the longest device display name accepted (as Synapse).
