@@ -17,6 +17,7 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"hearth/clientapi/accounts"
 	"hearth/httputil"
 	"hearth/roomserver"
 	"hearth/storage"
@@ -416,6 +417,17 @@ func (de *delayedEvents) act(ctx context.Context, delayID, action string, owner 
 	return nil
 }
 
+// isAppServiceSender reports whether userID is an application service's own
+// user.
+func isAppServiceSender(a *API, userID id.UserID) bool {
+	for _, as := range a.opts.AppServices.All() {
+		if as.Sender() == userID {
+			return true
+		}
+	}
+	return false
+}
+
 func finalisedWord(outcome string) string {
 	if outcome == outcomeSend {
 		return "sent"
@@ -469,23 +481,53 @@ func (de *delayedEvents) send(ctx context.Context, ev *delayedEvent) (id.EventID
 	a := de.a
 	lp, _, _ := ev.userID.ParseAndValidateRelaxed()
 	d := &Device{UserID: ev.userID, Localpart: lp, DeviceID: ev.deviceID}
+	// The account as it is now: a user deactivated since scheduling sends
+	// nothing, and a guest stays held to the guest rules.
+	switch acct, err := a.accounts.Get(ctx, lp); {
+	case err == nil:
+		if acct.Deactivated {
+			return "", httputil.UserDeactivated("%s has been deactivated", ev.userID)
+		}
+		d.IsGuest = acct.IsGuest
+	case accounts.IsNotFound(err):
+		// Only an application service's sender acts without an account.
+		if !isAppServiceSender(a, ev.userID) {
+			return "", httputil.Forbidden("%s does not exist", ev.userID)
+		}
+	default:
+		return "", internalErr(err)
+	}
 	if ev.stateKey == nil {
 		return a.sendEvent(ctx, d, ev.roomID, ev.evType, nil, ev.content)
 	}
+	content := ev.content
 	switch ev.evType {
 	case "m.room.canonical_alias":
-		if err := a.checkCanonicalAlias(ctx, ev.roomID, ev.content); err != nil {
+		if err := a.checkCanonicalAlias(ctx, ev.roomID, content); err != nil {
 			return "", err
 		}
 	case "m.room.member":
-		if invitee := id.UserID(*ev.stateKey); gjson.GetBytes(ev.content, "membership").Str == "invite" && invitee.Homeserver() == a.cfg.ServerName {
+		// The checks of PUT /state (messages.go putState), made now.
+		if d.IsGuest && gjson.GetBytes(content, "membership").Str == "join" {
+			if err := a.checkGuestJoin(ctx, ev.roomID); err != nil {
+				return "", err
+			}
+		}
+		if invitee := id.UserID(*ev.stateKey); gjson.GetBytes(content, "membership").Str == "invite" && invitee.Homeserver() == a.cfg.ServerName {
 			if err := a.checkInvitePermission(ctx, invitee, ev.userID); err != nil {
 				return "", err
 			}
 		}
+		// join_authorised_via_users_server is the server's to choose: a
+		// client-chosen one would let anyone join a restricted room by naming
+		// a local user with invite power.
+		var err error
+		if content, err = a.memberStateContent(ctx, ev.roomID, ev.userID, *ev.stateKey, content); err != nil {
+			return "", err
+		}
 	}
-	eventID, err := a.sendEvent(ctx, d, ev.roomID, ev.evType, ev.stateKey, ev.content)
-	if err == nil && ev.evType == "m.room.guest_access" && *ev.stateKey == "" && gjson.GetBytes(ev.content, "guest_access").Str != "can_join" {
+	eventID, err := a.sendEvent(ctx, d, ev.roomID, ev.evType, ev.stateKey, content)
+	if err == nil && ev.evType == "m.room.guest_access" && *ev.stateKey == "" && gjson.GetBytes(content, "guest_access").Str != "can_join" {
 		a.removeGuests(ctx, ev.roomID)
 	}
 	return eventID, err

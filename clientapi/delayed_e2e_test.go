@@ -269,3 +269,62 @@ func TestDelayedEventLimits(t *testing.T) {
 		}
 	}, func(c *config.Config) { c.DelayedEvents.MaxDelayMS = 0 })
 }
+
+// TestDelayedMemberEventChecks: a delayed m.room.member event gets the checks
+// of PUT /state when it is sent: a client-chosen join_authorised_via_users_server
+// is dropped (else a user outside a restricted room's allowed rooms could name
+// a local admin and join), guests cannot join rooms without guest access, and
+// nothing is sent for a user deactivated meanwhile.
+func TestDelayedMemberEventChecks(t *testing.T) {
+	forEachServer(t, func(t *testing.T, s *testserver.Server) {
+		us := rtUsers(t, s, "alice", "mallory")
+		alice, mallory := us[0], us[1]
+		allowed := rtCreateRoom(t, alice, map[string]any{"preset": "private_chat"})
+		room := rtCreateRoom(t, alice, map[string]any{"preset": "public_chat", "room_version": "8", "initial_state": []any{
+			map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{
+				"join_rule": "restricted",
+				"allow":     []any{map[string]any{"type": "m.room_membership", "room_id": string(allowed)}},
+			}},
+		}})
+		memberPath := func(room id.RoomID, u id.UserID, ms int64) string {
+			return fmt.Sprintf("%s/rooms/%s/state/m.room.member/%s%s", v3, esc(string(room)), esc(string(u)), delayQuery(ms))
+		}
+		membership := func(room id.RoomID, u id.UserID) any {
+			r := alice.api.do("GET", fmt.Sprintf("%s/rooms/%s/state/m.room.member/%s", v3, esc(string(room)), esc(string(u))), nil)
+			return r.body["membership"]
+		}
+		forged := map[string]any{"membership": "join", "join_authorised_via_users_server": string(alice.id)}
+		// Sent at once, the forged authoriser is dropped and the join refused.
+		rtState(t, mallory, room, "m.room.member", string(mallory.id), forged).expect(t, http.StatusForbidden, "M_FORBIDDEN")
+		// Delayed, the same.
+		mallory.api.do("PUT", memberPath(room, mallory.id, 0), forged).expect(t, http.StatusOK, "")
+		eventually(t, "the delayed join to be finalised", func() bool { return len(delayedList(t, mallory)) == 0 })
+		if m := membership(room, mallory.id); m == "join" {
+			t.Fatal("a delayed join with a client-chosen authoriser joined a restricted room")
+		}
+
+		// A delayed join of a user deactivated before it is due is not sent.
+		public := rtCreateRoom(t, alice, map[string]any{"preset": "public_chat"})
+		mallory.api.do("PUT", memberPath(public, mallory.id, 1500), map[string]any{"membership": "join"}).expect(t, http.StatusOK, "")
+		uia(t, mallory.api, "POST", v3+"/account/deactivate", map[string]any{}, mallory).expect(t, http.StatusOK, "")
+		time.Sleep(2500 * time.Millisecond)
+		if m := membership(public, mallory.id); m == "join" {
+			t.Fatal("a delayed join was sent for a deactivated user")
+		}
+	})
+
+	forEachServer(t, func(t *testing.T, s *testserver.Server) {
+		alice := registerUser(t, s, "alice")
+		room := rtCreateRoom(t, alice, map[string]any{"preset": "public_chat"}) // guest_access forbidden
+		g := newAPI(t, s, "").do("POST", v3+"/register?kind=guest", map[string]any{}).expect(t, http.StatusOK, "")
+		guest := &user{id: id.UserID(g.str("user_id")), token: g.str("access_token"), api: newAPI(t, s, g.str("access_token"))}
+		path := fmt.Sprintf("%s/rooms/%s/state/m.room.member/%s", v3, esc(string(room)), esc(string(guest.id)))
+		guest.api.do("PUT", path, map[string]any{"membership": "join"}).expect(t, http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
+		guest.api.do("PUT", path+delayQuery(0), map[string]any{"membership": "join"}).expect(t, http.StatusOK, "")
+		eventually(t, "the guest's delayed join to be finalised", func() bool { return len(delayedList(t, guest)) == 0 })
+		r := alice.api.do("GET", path, nil)
+		if r.body["membership"] == "join" {
+			t.Fatal("a guest joined a room without guest access through a delayed event")
+		}
+	}, allowGuests)
+}

@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,6 +52,10 @@ const (
 type pushSender struct {
 	a      *API
 	client *http.Client
+	// retryBase is the wait before the first retry (pushRetryBase).
+	retryBase time.Duration
+	// gateways remembers the gateways that are down.
+	gateways gatewayHealth
 
 	mu     sync.RWMutex
 	users  map[string]struct{} // localparts with at least one pusher
@@ -73,12 +79,13 @@ type pushJob struct {
 func newPushSender(a *API) *pushSender {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &pushSender{
-		a:      a,
-		client: newPushClient(a.cfg.Federation.AllowedCIDRs, a.cfg.Federation.DeniedCIDRs),
-		users:  map[string]struct{}{},
-		jobs:   make(chan pushJob, pushQueueSize),
-		ctx:    ctx,
-		cancel: cancel,
+		a:         a,
+		client:    newPushClient(a.cfg.Federation.AllowedCIDRs, a.cfg.Federation.DeniedCIDRs),
+		retryBase: pushRetryBase,
+		users:     map[string]struct{}{},
+		jobs:      make(chan pushJob, pushQueueSize),
+		ctx:       ctx,
+		cancel:    cancel,
 	}
 }
 
@@ -213,7 +220,7 @@ func (p *pushSender) deliver(j pushJob) {
 		}
 		rejected, err := p.post(ctx, url, body)
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !errors.Is(err, errGatewayDown) { // a down gateway was logged when it failed
 				slog.Warn("push gateway failed", "user", j.user, "app_id", pu.AppID, "event_id", j.ev.ID(), "err", err)
 			}
 			continue
@@ -374,13 +381,33 @@ func truthy(v json.RawMessage) bool {
 // errPushPermanent marks gateway answers not worth retrying.
 var errPushPermanent = errors.New("push gateway refused the notification")
 
+// errGatewayDown is post's answer for a gateway in its backoff period.
+var errGatewayDown = errors.New("push gateway failed recently; not tried until its backoff has passed")
+
 // post sends one notification, retrying network errors, 429 and 5xx answers,
-// and returns the rejected pushkeys.
+// and returns the rejected pushkeys. A gateway that still fails after the
+// retries is not tried again until its backoff has passed (gatewayHealth):
+// the few delivery workers are shared by all users, and a dead gateway
+// would otherwise hold one for most of a minute per notification.
 func (p *pushSender) post(ctx context.Context, url string, body []byte) ([]string, error) {
+	if p.gateways.isDown(url, time.Now()) {
+		return nil, errGatewayDown
+	}
+	rejected, err := p.postRetrying(ctx, url, body)
+	switch {
+	case err == nil:
+		p.gateways.ok(url)
+	case !errors.Is(err, errPushPermanent) && ctx.Err() == nil:
+		p.gateways.failed(url, time.Now())
+	}
+	return rejected, err
+}
+
+func (p *pushSender) postRetrying(ctx context.Context, url string, body []byte) ([]string, error) {
 	var err error
 	for attempt := range pushAttempts {
 		if attempt > 0 {
-			t := time.NewTimer(pushRetryBase << (2 * (attempt - 1)))
+			t := time.NewTimer(p.retryBase << (2 * (attempt - 1)))
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -429,6 +456,85 @@ func (p *pushSender) postOnce(ctx context.Context, url string, body []byte) ([]s
 	}
 	_ = json.Unmarshal(raw, &r)
 	return r.Rejected, nil
+}
+
+// Backoff of a failing push gateway: from gatewayBackoffMin, doubling with
+// each further failure, up to gatewayBackoffMax. At most maxTrackedGateways
+// are remembered.
+const (
+	gatewayBackoffMin  = 30 * time.Second
+	gatewayBackoffMax  = 10 * time.Minute
+	maxTrackedGateways = 10_000
+)
+
+// gatewayHealth remembers the push gateways (by host) whose notifications
+// failed even after retries, and until when they are left alone. The zero
+// value is ready to use.
+type gatewayHealth struct {
+	mu   sync.Mutex
+	down map[string]gatewayDown
+}
+
+type gatewayDown struct {
+	failures int
+	until    time.Time
+}
+
+// gatewayKey is the gateway a pusher URL names: its host and port, lower
+// case (several pushers, and any path or query, on one host are one gateway).
+func gatewayKey(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		return rawURL
+	}
+	return strings.ToLower(u.Host)
+}
+
+// isDown reports whether the gateway of rawURL is in its backoff period.
+func (h *gatewayHealth) isDown(rawURL string, now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d, ok := h.down[gatewayKey(rawURL)]
+	return ok && now.Before(d.until)
+}
+
+// failed records a failure of the gateway of rawURL.
+func (h *gatewayHealth) failed(rawURL string, now time.Time) {
+	key := gatewayKey(rawURL)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.down == nil {
+		h.down = make(map[string]gatewayDown)
+	}
+	d, ok := h.down[key]
+	if !ok && len(h.down) >= maxTrackedGateways {
+		// Forget the gateways whose backoff has passed, else an arbitrary
+		// tenth (map iteration order is random).
+		for k, v := range h.down {
+			if !now.Before(v.until) {
+				delete(h.down, k)
+			}
+		}
+		for k := range h.down {
+			if len(h.down) < maxTrackedGateways*9/10 {
+				break
+			}
+			delete(h.down, k)
+		}
+	}
+	backoff := gatewayBackoffMax
+	if d.failures < 16 {
+		backoff = min(gatewayBackoffMin<<d.failures, gatewayBackoffMax)
+	}
+	h.down[key] = gatewayDown{failures: d.failures + 1, until: now.Add(backoff)}
+}
+
+// ok records that the gateway of rawURL answered.
+func (h *gatewayHealth) ok(rawURL string) {
+	key := gatewayKey(rawURL)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.down, key)
 }
 
 // errPushAddressBlocked is returned when a gateway's address is one outbound

@@ -152,7 +152,7 @@ type searchResult struct {
 // searchPlan is a search reduced to what the index is asked.
 type searchPlan struct {
 	query   searchQuery
-	rooms   []id.RoomID
+	rooms   []searchRoom
 	keys    []string
 	senders []string // nil: any
 	exclude []string // senders left out
@@ -275,7 +275,7 @@ func (s *searchAPI) plan(crit *roomEventsCriteria) (*searchPlan, []string, error
 // rooms lists the rooms to search: those the user has been in, narrowed by
 // the filter (whose rooms bring their predecessors) and by a room group's
 // next_batch.
-func (s *searchAPI) rooms(ctx context.Context, userID id.UserID, f *RoomEventFilter, from *searchBatch) ([]id.RoomID, error) {
+func (s *searchAPI) rooms(ctx context.Context, userID id.UserID, f *RoomEventFilter, from *searchBatch) ([]searchRoom, error) {
 	rs := s.a.opts.Roomserver
 	ms, err := rs.MembershipsOf(ctx, userID)
 	if err != nil {
@@ -297,7 +297,7 @@ func (s *searchAPI) rooms(ctx context.Context, userID id.UserID, f *RoomEventFil
 			}
 		}
 	}
-	out := make([]id.RoomID, 0, len(ms))
+	out := make([]searchRoom, 0, len(ms))
 	for _, m := range ms {
 		switch {
 		case m.Membership != "join" && m.Membership != "leave" && m.Membership != "ban":
@@ -305,7 +305,7 @@ func (s *searchAPI) rooms(ctx context.Context, userID id.UserID, f *RoomEventFil
 		case f != nil && containsString(f.NotRooms, string(m.RoomID)):
 		case from != nil && from.Group == "room_id" && string(m.RoomID) != from.Value:
 		default:
-			out = append(out, m.RoomID)
+			out = append(out, searchRoom{id: m.RoomID, bounded: m.Membership != "join", until: m.StreamPos})
 		}
 	}
 	return out, nil
@@ -322,6 +322,17 @@ func (s *searchAPI) predecessor(ctx context.Context, roomID id.RoomID) id.RoomID
 		return id.RoomID(p)
 	}
 	return ""
+}
+
+// searchRoom is a room to search. A room the user is no longer in is searched
+// only up to their leave, ban or invite rejection (until, a stream position):
+// neither its results nor the count may tell anything about what was said
+// after it (the count would otherwise be an oracle for the words of messages
+// the user may not read).
+type searchRoom struct {
+	id      id.RoomID
+	bounded bool
+	until   int64
 }
 
 // searchSQL is the FROM and WHERE of an index query, with the rank and
@@ -368,11 +379,39 @@ func (s *searchAPI) sql(p *searchPlan) searchSQL {
 		}
 		where.WriteByte(')')
 	}
-	rooms := make([]string, len(p.rooms))
-	for i, r := range p.rooms {
-		rooms[i] = string(r)
+	var joined []string
+	var left []searchRoom
+	for _, r := range p.rooms {
+		if r.bounded {
+			left = append(left, r)
+		} else {
+			joined = append(joined, string(r.id))
+		}
 	}
-	in(`event_search.room_id`, false, rooms)
+	switch {
+	case len(left) == 0:
+		in(`event_search.room_id`, false, joined)
+	default:
+		// (room_id IN (joined…) OR (room_id = left AND pos <= until) OR …)
+		where.WriteString(` AND (`)
+		for i, r := range left {
+			if i > 0 {
+				where.WriteString(` OR `)
+			}
+			where.WriteString(`(event_search.room_id = ` + arg(string(r.id)) + ` AND event_search.stream_pos <= ` + arg(r.until) + `)`)
+		}
+		if len(joined) > 0 {
+			where.WriteString(` OR event_search.room_id IN (`)
+			for i, v := range joined {
+				if i > 0 {
+					where.WriteByte(',')
+				}
+				where.WriteString(arg(v))
+			}
+			where.WriteByte(')')
+		}
+		where.WriteByte(')')
+	}
 	if len(p.keys) < 3 {
 		in(`event_search.search_key`, false, p.keys)
 	}

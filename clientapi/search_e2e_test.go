@@ -342,3 +342,39 @@ func anyStrings(v any) []string {
 	}
 	return out
 }
+
+// TestSearchCountAfterLeaving: a room the user left (or was invited to and
+// rejected, or banned from) is searched only up to their membership change:
+// neither the results nor the count say anything about what was said after
+// it (else the count would be an oracle for words in messages they may not
+// read).
+func TestSearchCountAfterLeaving(t *testing.T) {
+	forEachServer(t, func(t *testing.T, s *testserver.Server) {
+		us := rtUsers(t, s, "alice", "bob", "carol")
+		alice, bob, carol := us[0], us[1], us[2]
+		room := rtCreateRoom(t, alice, map[string]any{"preset": "public_chat"})
+		rtJoin(t, bob, string(room)).expect(t, 200, "")
+		seen := rtText(t, alice, room, "walrus while bob is here")
+		bob.api.do("POST", v3+"/rooms/"+esc(string(room))+"/leave", map[string]any{}).expect(t, 200, "")
+		private := rtCreateRoom(t, alice, map[string]any{"preset": "private_chat"})
+		alice.api.do("POST", v3+"/rooms/"+esc(string(private))+"/invite", map[string]any{"user_id": carol.id}).expect(t, 200, "")
+		carol.api.do("POST", v3+"/rooms/"+esc(string(private))+"/leave", map[string]any{}).expect(t, 200, "")
+		for i := range 3 {
+			rtText(t, alice, room, fmt.Sprintf("walrus secret %d", i))
+			rtText(t, alice, private, fmt.Sprintf("walrus secret %d", i))
+		}
+		for _, order := range []string{"rank", "recent"} {
+			re := doSearch(t, bob, searchReq("walrus", map[string]any{"order_by": order}), "")
+			if !slices.Equal(resultIDs(re), []string{string(seen)}) || re["count"] != float64(1) {
+				t.Fatalf("bob (left) found %s", rtJSON(re))
+			}
+			re = doSearch(t, carol, searchReq("walrus secret", map[string]any{"order_by": order}), "")
+			if len(resultIDs(re)) != 0 || re["count"] != float64(0) {
+				t.Fatalf("carol (rejected the invite) found %s", rtJSON(re))
+			}
+		}
+		if re := doSearch(t, alice, searchReq("walrus", nil), ""); re["count"] != float64(7) {
+			t.Fatalf("alice found %s", rtJSON(re))
+		}
+	})
+}
