@@ -104,6 +104,8 @@ type API struct {
 
 	// originLocks serialises /send transactions per origin.
 	originLocks keyedMutex
+	// joins are the remote joins in flight, which received events wait for.
+	joins joinsInFlight
 	acls        aclCache
 }
 

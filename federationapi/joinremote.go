@@ -37,6 +37,7 @@ func (a *API) JoinRemoteRoom(ctx context.Context, roomIDOrAlias string, userID i
 	if err != nil {
 		return "", err
 	}
+	defer a.joins.begin(roomID)()
 	var errs []error
 	for _, server := range candidates {
 		err := a.joinVia(ctx, server, roomID, userID)

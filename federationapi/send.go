@@ -98,6 +98,7 @@ func (a *API) processPDUs(ctx context.Context, origin string, raws []json.RawMes
 		byRoom[roomID] = append(byRoom[roomID], raw)
 	}
 	for _, roomID := range rooms {
+		a.joins.wait(ctx, roomID)
 		v, err := a.rs.RoomVersion(ctx, roomID)
 		if err != nil {
 			// Without the room's version the event ID of a room v3+ event cannot be
