@@ -346,7 +346,16 @@ func (b *syncBuilder) room(m syncstream.Membership) error {
 		if !b.initial && changed {
 			return b.leftRoom(m)
 		}
-		if (b.initial || b.fullState) && b.f.includeLeave {
+		if b.initial || b.fullState {
+			if !b.f.includeLeave {
+				// Without include_leave, a room the user was banned or kicked
+				// from is still listed, so clients learn why it is gone (as
+				// Synapse does); a room the user left themselves is not.
+				ev, err := b.s.rs.Event(b.ctx, m.EventID)
+				if err != nil || m.Membership == "leave" && ev.Sender() == b.dev.UserID {
+					return nil
+				}
+			}
 			// Forgotten rooms are not listed again (POST /forget).
 			if b.forgotten == nil {
 				f, err := b.a.forgottenRoomIDs(b.ctx, b.dev.UserID)

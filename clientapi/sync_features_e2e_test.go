@@ -274,6 +274,20 @@ func TestSyncLeaveIgnoreAndFilters(t *testing.T) {
 		if r := syncFiltered(t, bob, "", `{"room":{"include_leave":true}}`); r.Rooms.Leave[roomID] == nil {
 			t.Fatalf("include_leave lacks the room")
 		}
+		// A room Bob was kicked or banned from is listed in initial syncs even
+		// without include_leave (as Synapse does), so his client learns of it.
+		for _, action := range []string{"kick", "ban"} {
+			other := stRoom(t, alice, bob)
+			stJoin(t, other, bob)
+			alice.api.do("POST", v3+"/rooms/"+esc(string(other))+"/"+action, map[string]any{"user_id": bob.id}).expect(t, 200, "")
+			lr := syncSince(t, bob, "", 0).Rooms.Leave
+			if lr[other] == nil {
+				t.Fatalf("room bob got a %s from is not in an initial sync: %v", action, lr)
+			}
+			if lr[roomID] != nil {
+				t.Fatalf("room bob left himself is in an initial sync")
+			}
+		}
 	})
 }
 
