@@ -476,12 +476,17 @@ func TestCapabilities(t *testing.T) {
 			t.Fatal(err)
 		}
 		if caps.ChangePassword == nil || !caps.ChangePassword.Enabled || caps.RoomVersions == nil || caps.RoomVersions.Default != "10" ||
-			len(caps.RoomVersions.Available) != 12 || caps.ThreePIDChanges == nil || caps.ThreePIDChanges.Enabled ||
+			len(caps.RoomVersions.Available) != 14 || caps.ThreePIDChanges == nil || caps.ThreePIDChanges.Enabled ||
 			caps.SetDisplayname == nil || !caps.SetDisplayname.Enabled || caps.SetAvatarURL == nil || !caps.SetAvatarURL.Enabled {
 			t.Fatalf("capabilities: %+v", caps)
 		}
 		for v, st := range caps.RoomVersions.Available {
-			if st != "stable" {
+			// 1–12 are stable; MSC3757's org.matrix.msc3757.10/.11 are unstable.
+			want := mautrix.CapRoomVersionStable
+			if strings.HasPrefix(v, "org.matrix.msc3757.") {
+				want = mautrix.CapRoomVersionUnstable
+			}
+			if st != want {
 				t.Fatalf("room version %s: %s", v, st)
 			}
 		}

@@ -74,6 +74,10 @@ type Options struct {
 	// Backfiller fetches history from other servers when /messages pages back
 	// past the oldest event this server has (nil without federation).
 	Backfiller Backfiller
+	// RemoteTimestamps asks other servers for the event closest to a time when
+	// this server's history may lack it (GET /timestamp_to_event; nil without
+	// federation).
+	RemoteTimestamps RemoteTimestamps
 	// Sync is the /sync machinery (NewSyncer); /sync, typing, receipts,
 	// read markers, presence and the user directory are served only with it.
 	Sync *Syncer

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -1248,7 +1249,28 @@ func (a *API) getJoinedMembers(w http.ResponseWriter, r *http.Request, d *Device
 	return nil
 }
 
+// RemoteTimestamps finds events close to a time on other servers (Server-Server
+// API, GET /timestamp_to_event). It is implemented by federation.
+type RemoteTimestamps interface {
+	// RemoteEventNearTimestamp returns the event of roomID closest to ts in
+	// direction dir that another server knows, when it is closer than local
+	// (this server's answer, nil for none), stored here so that clients can
+	// page around it; nil when there is none.
+	RemoteEventNearTimestamp(ctx context.Context, roomID id.RoomID, ts int64, dir roomserver.Direction, local *roomserver.StoredEvent) (*roomserver.StoredEvent, error)
+}
+
+// maxTimestampSkips bounds how many events the user may not see a timestamp
+// search steps past.
+const maxTimestampSkips = 20
+
 // GET /v1/rooms/{roomId}/timestamp_to_event
+//
+// The closest event this server has that the user may see; when this server's
+// history may lack a closer one (no event found, or the one found is next to a
+// gap in the history held here: roomserver.NextToTimestampGap), other servers
+// in the room are asked, and a closer event they know is fetched and stored so
+// that /context and /messages work from it (as the Server-Server API's GET
+// /timestamp_to_event describes, and as Synapse does).
 func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, d *Device) error {
 	ctx := r.Context()
 	roomID, err := roomIDParam(r)
@@ -1267,23 +1289,47 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, d *Device
 	if _, err := a.historyAccess(ctx, roomID, d.UserID); err != nil {
 		return err
 	}
+	nearest, visible, err := a.localEventNearTimestamp(ctx, d, roomID, ts, dir)
+	if err != nil {
+		return err
+	}
+	if remote := a.remoteEventNearTimestamp(ctx, d, roomID, ts, dir, nearest, visible); remote != nil {
+		visible = remote
+	}
+	if visible == nil {
+		return httputil.NotFound("No event found from %d in direction %c", ts, dir)
+	}
+	b := append(make([]byte, 0, 128), `{"event_id":`...)
+	b = appendJSONString(b, string(visible.ID()))
+	b = append(b, `,"origin_server_ts":`...)
+	b = strconv.AppendInt(b, visible.OriginServerTS(), 10)
+	writeJSON(w, append(b, '}'))
+	return nil
+}
+
+// localEventNearTimestamp returns the timeline event this server has closest to
+// ts in direction dir (nearest), and the closest one the user may see
+// (visible), stepping past up to maxTimestampSkips events they may not; either
+// may be nil.
+func (a *API) localEventNearTimestamp(ctx context.Context, d *Device, roomID id.RoomID, ts int64, dir roomserver.Direction) (nearest, visible *roomserver.StoredEvent, err error) {
 	rs := a.opts.Roomserver
-	// The nearest event the user may see: step past invisible ones a few times.
-	for range 20 {
+	for range maxTimestampSkips {
 		e, err := rs.EventNearTimestamp(ctx, roomID, ts, dir)
 		if err != nil {
-			return roomErr(err)
+			return nil, nil, roomErr(err)
 		}
 		if e == nil {
 			break
 		}
+		if nearest == nil {
+			nearest = e
+		}
 		vis, err := a.VisibleEvents(ctx, d.UserID, []*roomserver.StoredEvent{e})
 		if err != nil {
-			return internalErr(err)
+			return nil, nil, internalErr(err)
 		}
 		if len(vis) > 0 {
-			httputil.RespondJSON(w, http.StatusOK, map[string]any{"event_id": e.ID(), "origin_server_ts": e.OriginServerTS()})
-			return nil
+			return nearest, e, nil
 		}
 		if dir == roomserver.Forward {
 			ts = e.OriginServerTS() + 1
@@ -1291,7 +1337,41 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, d *Device
 			ts = e.OriginServerTS() - 1
 		}
 	}
-	return httputil.NotFound("No event found")
+	return nearest, nil, nil
+}
+
+// remoteEventNearTimestamp asks other servers (RemoteTimestamps) when this
+// server's answer may not be the closest: none was found, or the nearest event
+// is next to a gap in the history held here. It returns the closer event they
+// knew when the user may see it, else nil. Failures are logged: the local
+// answer stands.
+func (a *API) remoteEventNearTimestamp(ctx context.Context, d *Device, roomID id.RoomID, ts int64, dir roomserver.Direction, nearest, visible *roomserver.StoredEvent) *roomserver.StoredEvent {
+	if a.opts.RemoteTimestamps == nil {
+		return nil
+	}
+	if nearest != nil {
+		gap, err := a.opts.Roomserver.NextToTimestampGap(ctx, nearest, dir)
+		if err != nil {
+			logIfErr(ctx, "checking for history gaps in "+string(roomID), err)
+			return nil
+		}
+		if !gap {
+			return nil
+		}
+	}
+	e, err := a.opts.RemoteTimestamps.RemoteEventNearTimestamp(ctx, roomID, ts, dir, visible)
+	if err != nil {
+		slog.InfoContext(ctx, "asking other servers for an event near a time", "room_id", roomID, "err", err)
+	}
+	if e == nil {
+		return nil
+	}
+	vis, err := a.VisibleEvents(ctx, d.UserID, []*roomserver.StoredEvent{e})
+	if err != nil || len(vis) == 0 {
+		logIfErr(ctx, "checking the visibility of "+string(e.ID()), err)
+		return nil
+	}
+	return e
 }
 
 // reportBody is the body of the report endpoints.

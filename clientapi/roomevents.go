@@ -28,7 +28,8 @@ type roomState struct {
 }
 
 // roomErr maps an error of the room engine to a Matrix error (Client-Server API,
-// "Standard error response"): events that fail the auth rules are 403 M_FORBIDDEN,
+// "Standard error response"): events that fail the auth rules are 403 M_FORBIDDEN
+// (400 M_BAD_JSON for a malformed MSC3757 owned state key),
 // unknown rooms and events 404 M_NOT_FOUND, malformed events 400 M_BAD_JSON (413
 // M_TOO_LARGE when too big), unknown room versions M_UNSUPPORTED_ROOM_VERSION.
 func roomErr(err error) error {
@@ -46,6 +47,10 @@ func roomErr(err error) error {
 		}
 		var ae *auth.AuthError
 		if errors.As(err, &ae) {
+			if errors.Is(err, auth.ErrMalformedStateKey) {
+				// MSC3757: a malformed owned state key is bad input, 400 as in Synapse.
+				return httputil.BadJSON("State key neither equals a valid user ID, nor starts with one plus an underscore")
+			}
 			return httputil.Forbidden("You are not allowed to do that in this room: %s", ae.Rule)
 		}
 		return httputil.Forbidden("You are not allowed to do that in this room")

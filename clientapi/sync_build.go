@@ -969,7 +969,7 @@ func (b *syncBuilder) historicalTimeline(roomID id.RoomID, upTo int64, top rooms
 // the stream, in topological order (as Synapse), so that events that arrived
 // late with a low depth (a healed network partition) are neither skipped nor
 // repeated. A historical timeline (topological order) gets the topological
-// place of its first event.
+// place of its first event, unless it holds the whole room (see below).
 func (b *syncBuilder) fillTimeline(t *timelineBatch, roomID id.RoomID, tl []*roomserver.StoredEvent, limited, full, incremental bool) error {
 	t.Limited = limited
 	if len(tl) == 0 {
@@ -984,13 +984,29 @@ func (b *syncBuilder) fillTimeline(t *timelineBatch, roomID id.RoomID, tl []*roo
 		return err
 	}
 	t.Events = evs
-	if incremental && tl[0].StreamPos > 0 {
+	switch {
+	case incremental && tl[0].StreamPos > 0:
 		t.PrevBatch = syncstream.Token{Events: tl[0].StreamPos - 1}.String()
-	} else {
+	case !limited && tl[0].Type() == "m.room.create":
+		// The whole room: nothing comes before the create event, and prev_batch
+		// is the sync point, the stream position of the newest event here (as
+		// Synapse and Dendrite answer). GET /members?at=prev_batch then gives
+		// the members as of this sync, not the empty room before its creation.
+		t.PrevBatch = syncstream.Token{Events: maxStreamPos(tl)}.String()
+	default:
 		t.PrevBatch = syncstream.TopoToken{Depth: tl[0].Depth(), Stream: tl[0].StreamPos}.String()
 	}
 	b.recordMembers(roomID, tl)
 	return nil
+}
+
+// maxStreamPos is the highest stream position among evs.
+func maxStreamPos(evs []*roomserver.StoredEvent) int64 {
+	var m int64
+	for _, e := range evs {
+		m = max(m, e.StreamPos)
+	}
+	return m
 }
 
 // formatEvents writes events for the syncing device in the filter's format.

@@ -106,7 +106,7 @@ type API struct {
 	originLocks keyedMutex
 	// joins are the remote joins in flight, which received events wait for.
 	joins joinsInFlight
-	acls        aclCache
+	acls  aclCache
 }
 
 // New creates the federation API. Start begins sending; Register adds the routes.
@@ -193,6 +193,7 @@ func (a *API) Register(r httputil.Routers) {
 	f.HandleFunc("/v1/event_auth/{roomId}/{eventId}", a.authed(a.getEventAuth)).Methods(http.MethodGet)
 	f.HandleFunc("/v1/backfill/{roomId}", a.authed(a.getBackfill)).Methods(http.MethodGet)
 	f.HandleFunc("/v1/get_missing_events/{roomId}", a.authed(a.postGetMissingEvents)).Methods(http.MethodPost)
+	f.HandleFunc("/v1/timestamp_to_event/{roomId}", a.authed(a.getTimestampToEvent)).Methods(http.MethodGet)
 	f.HandleFunc("/v1/query/profile", a.authed(a.getQueryProfile)).Methods(http.MethodGet)
 	f.HandleFunc("/v1/query/directory", a.authed(a.getQueryDirectory)).Methods(http.MethodGet)
 	f.HandleFunc("/v1/hierarchy/{roomId}", a.authed(a.getHierarchy)).Methods(http.MethodGet)

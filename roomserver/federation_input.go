@@ -318,7 +318,7 @@ func (r *Roomserver) EventTemplate(ctx context.Context, roomID id.RoomID, req Se
 		proto.Depth = max(proto.Depth, x.depth+1)
 	}
 	proto.Depth = min(proto.Depth, maxDepth)
-	selection := (&pdu.PDU{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content}).AuthEventSelection(rm.version.ID)
+	selection := (&pdu.PDU{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content}).AuthEventSelection(rm.version.SpecVersion())
 	var authNIDs []int64
 	for _, k := range selection {
 		knid, err := r.keys.lookup(ctx, r.db, k)

@@ -204,7 +204,7 @@ func (r *Roomserver) buildLocal(ctx context.Context, rm *room, req SendRequest) 
 	}
 	// auth_events: the auth events selection (Server-Server API, "Auth events
 	// selection") over the current state.
-	selection := (&pdu.PDU{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content}).AuthEventSelection(rm.version.ID)
+	selection := (&pdu.PDU{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content}).AuthEventSelection(rm.version.SpecVersion())
 	var authNIDs []int64
 	for _, k := range selection {
 		knid, err := r.keys.lookup(ctx, r.db, k)
@@ -254,7 +254,7 @@ func (r *Roomserver) checkAgainst(ctx context.Context, rm *room, ev *events.Even
 
 // selectFrom returns the auth events for p chosen from state, and the create event.
 func (r *Roomserver) selectFrom(ctx context.Context, rm *room, p *pdu.PDU, state stateMap) ([]*pdu.PDU, *pdu.PDU, error) {
-	keys := p.AuthEventSelection(rm.version.ID)
+	keys := p.AuthEventSelection(rm.version.SpecVersion())
 	keys.Add("m.room.create", "")
 	nids := make([]int64, 0, len(keys))
 	for _, k := range keys {

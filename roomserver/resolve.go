@@ -10,6 +10,7 @@ import (
 
 	"hearth/roomserver/auth"
 	"hearth/roomserver/events"
+	"hearth/roomserver/roomversion"
 	"hearth/roomserver/stateres"
 	"hearth/storage"
 )
@@ -97,7 +98,7 @@ func (r *Roomserver) authFunc(ctx context.Context, p *storeProvider, roomID id.R
 				c = ae
 			}
 		}
-		if c == nil && rv.RoomIDIsCreateEventID() {
+		if c == nil && roomversion.SpecVersion(rv).RoomIDIsCreateEventID() {
 			evs, err := p.Events(ctx, []id.EventID{id.EventID("$" + string(roomID)[1:])})
 			if err != nil {
 				return fmt.Errorf("%w: %w", stateres.ErrAuthUnavailable, err)

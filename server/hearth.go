@@ -81,6 +81,7 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		remoteInviter clientapi.RemoteInviter
 		remoteAliases clientapi.RemoteAliasResolver
 		backfiller    clientapi.Backfiller
+		timestamps    clientapi.RemoteTimestamps
 		// End-to-end encryption across servers.
 		remoteKeys     clientapi.RemoteKeys
 		remoteToDevice clientapi.RemoteToDevice
@@ -100,7 +101,7 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 		}
 		h.Federation.Register(h.HTTP.Routers)
 		remoteJoiner, remoteInviter, remoteAliases = h.Federation, h.Federation, h.Federation
-		backfiller = h.Federation
+		backfiller, timestamps = h.Federation, h.Federation
 		remoteHierarchy, remoteKnocker = h.Federation, h.Federation
 		remoteRejecter, remoteProfiles = h.Federation, h.Federation
 		// Key queries, claims, to-device messages and device lists across servers.
@@ -156,7 +157,7 @@ func Start(ctx context.Context, cfg *config.Config) (*Hearth, error) {
 	if h.ClientAPI, err = clientapi.New(cfg, db, clientapi.Options{Keys: h.Keys, DeviceKeys: h.Keys, AppServices: h.AppServices,
 		Roomserver: h.Roomserver, Membership: roomMembership, Rooms: roomMembership,
 		RemoteJoiner: remoteJoiner, RemoteInviter: remoteInviter, RemoteAliases: remoteAliases,
-		Backfiller: backfiller, RemoteHierarchy: remoteHierarchy, RemoteKnocker: remoteKnocker,
+		Backfiller: backfiller, RemoteTimestamps: timestamps, RemoteHierarchy: remoteHierarchy, RemoteKnocker: remoteKnocker,
 		RemoteInviteRejecter: remoteRejecter, RemoteProfiles: remoteProfiles,
 		RemoteKeys: remoteKeys, RemoteToDevice: remoteToDevice,
 		Sync: h.Sync}); err != nil {

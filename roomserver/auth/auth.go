@@ -1,6 +1,13 @@
 // Package auth applies the authorization rules of Matrix room versions 1–12
-// ("Authorization rules" in each room version of the spec) to PDUs. It is
-// pure: events come in, a verdict goes out, no I/O.
+// ("Authorization rules" in each room version of the spec), and of the
+// unstable versions in the roomversion table, to PDUs. It is pure: events
+// come in, a verdict goes out, no I/O.
+//
+// eventauth knows only the spec's versions, so it (and every other mautrix
+// call here) is given the spec version an unstable version extends
+// (roomversion.SpecVersion); the rules an MSC changes are applied here:
+//   - MSC3757 owned state (roomversion.Version.OwnedState) replaces the rule
+//     about state keys that start with "@" (see checkStateKey).
 //
 // It wraps mautrix's federation/eventauth and corrects it where it does not
 // follow the spec for every room version. Each correction is marked with an
@@ -32,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -40,6 +48,8 @@ import (
 	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
+
+	"hearth/roomserver/roomversion"
 )
 
 // GetEventsFunc loads events by ID. The result must have one entry per ID,
@@ -83,12 +93,12 @@ const (
 // Allowed returns nil if the event is allowed, an *AuthError naming the
 // failed rule if it is not, and another error if it could not be checked.
 func Allowed(rv id.RoomVersion, evt, create *pdu.PDU, authEvents []*pdu.PDU, getKey pdu.GetKeyFunc) error {
-	rv, err := checkVersion(rv, evt)
+	v, err := checkVersion(rv, evt)
 	if err != nil {
 		return err
 	}
 	if evt.Type == typeCreate {
-		return authorizeCreate(rv, evt)
+		return authorizeCreate(v, evt)
 	}
 	for _, ae := range authEvents {
 		if ae == nil {
@@ -106,8 +116,8 @@ func Allowed(rv id.RoomVersion, evt, create *pdu.PDU, authEvents []*pdu.PDU, get
 			return fmt.Errorf("auth events hold m.room.create %s, but %s was passed", ae.InternalMeta.EventID, create.InternalMeta.EventID)
 		}
 	}
-	c := &check{rv: rv, evt: evt, state: authEvents, getKey: getKey}
-	if rv.RoomIDIsCreateEventID() {
+	c := &check{rv: v.SpecVersion(), version: v, evt: evt, state: authEvents, getKey: getKey}
+	if c.rv.RoomIDIsCreateEventID() {
 		if err := c.checkRoomIDIsCreate(create); err != nil {
 			return err
 		}
@@ -128,19 +138,19 @@ func Allowed(rv id.RoomVersion, evt, create *pdu.PDU, authEvents []*pdu.PDU, get
 // An entry that getEvents does not have yields an error wrapping
 // ErrMissingAuthEvent. getKey is used as in Allowed.
 func CheckAuthEvents(rv id.RoomVersion, evt *pdu.PDU, getEvents GetEventsFunc, getKey pdu.GetKeyFunc) error {
-	rv, err := checkVersion(rv, evt)
+	v, err := checkVersion(rv, evt)
 	if err != nil {
 		return err
 	}
 	if evt.Type == typeCreate {
-		return authorizeCreate(rv, evt)
+		return authorizeCreate(v, evt)
 	}
 	if getEvents == nil {
 		return errors.New("no way to load auth events")
 	}
-	c := &check{rv: rv, evt: evt, getKey: getKey}
+	c := &check{rv: v.SpecVersion(), version: v, evt: evt, getKey: getKey}
 	ids := evt.AuthEvents
-	v12 := rv.RoomIDIsCreateEventID()
+	v12 := c.rv.RoomIDIsCreateEventID()
 	if v12 {
 		createID, ok := createIDFromRoomID(evt.RoomID)
 		if !ok {
@@ -186,7 +196,7 @@ func SelectAuthEvents(rv id.RoomVersion, evt *pdu.PDU, lookup StateLookupFunc) [
 	if evt == nil || lookup == nil || (evt.Type == typeCreate && evt.StateKey != nil) {
 		return nil
 	}
-	keys := evt.AuthEventSelection(rv)
+	keys := evt.AuthEventSelection(roomversion.SpecVersion(rv))
 	out := make([]*pdu.PDU, 0, len(keys))
 	for _, key := range keys {
 		if e := lookup(key.Type, key.StateKey); e != nil {
@@ -197,28 +207,29 @@ func SelectAuthEvents(rv id.RoomVersion, evt *pdu.PDU, lookup StateLookupFunc) [
 }
 
 // checkVersion checks that there is an event and that rv is a room version
-// with known rules; it returns rv with "" (rooms from before room versions)
-// read as "1". An m.room.create event of an unknown version fails rule 1.3.
-func checkVersion(rv id.RoomVersion, evt *pdu.PDU) (id.RoomVersion, error) {
+// with known rules, and returns its entry in the room version table; ""
+// (rooms from before room versions) is read as "1". An m.room.create event
+// of an unknown version fails rule 1.3.
+func checkVersion(rv id.RoomVersion, evt *pdu.PDU) (*roomversion.Version, error) {
 	if evt == nil {
-		return rv, errors.New("no event to authorize")
+		return nil, errors.New("no event to authorize")
 	}
 	if rv == id.RoomV0 {
 		rv = id.RoomV1
 	}
-	if rv.IsKnown() {
-		return rv, nil
+	if v, ok := roomversion.Lookup(rv); ok {
+		return v, nil
 	}
 	err := fmt.Errorf("%w %q", ErrUnknownRoomVersion, rv)
 	if evt.Type == typeCreate {
-		return rv, newAuthError(rv, evt.InternalMeta.EventID, ruleCreateRoomVersion, err)
+		return nil, newAuthError(rv, evt.InternalMeta.EventID, ruleCreateRoomVersion, err)
 	}
-	return rv, err
+	return nil, err
 }
 
 // authorizeCreate applies rule 1.
-func authorizeCreate(rv id.RoomVersion, evt *pdu.PDU) error {
-	c := &check{rv: rv, evt: evt}
+func authorizeCreate(v *roomversion.Version, evt *pdu.PDU) error {
+	c := &check{rv: v.SpecVersion(), version: v, evt: evt}
 	err := c.runEventauth(evt, nil)
 	if r, ok := ruleOf(err); ok && (r == ruleCreatePrevEvents || r == ruleCreateRoomIDDomain || r == ruleCreateHasRoomID) {
 		return err
@@ -228,22 +239,26 @@ func authorizeCreate(rv id.RoomVersion, evt *pdu.PDU) error {
 	// given instead of the content.
 	version := id.RoomV1
 	if res := gjson.GetBytes(evt.Content, "room_version"); res.Exists() {
-		if res.Type != gjson.String || res.Str == "" || !id.RoomVersion(res.Str).IsKnown() {
+		if res.Type != gjson.String || !roomversion.Known(id.RoomVersion(res.Str)) {
 			return c.fail(ruleCreateRoomVersion, fmt.Errorf("room_version %s", res.Raw))
 		}
 		version = id.RoomVersion(res.Str)
 	}
-	if version != rv {
-		return fmt.Errorf("m.room.create says room version %s, but it was checked as %s", version, rv)
+	if version != v.ID {
+		return fmt.Errorf("m.room.create says room version %s, but it was checked as %s", version, v.ID)
 	}
 	return err
 }
 
 // check is one evaluation of the rules for one event.
 type check struct {
-	rv     id.RoomVersion
-	evt    *pdu.PDU
-	create *pdu.PDU
+	// rv is the spec version whose rules apply (version.SpecVersion()): the
+	// one to ask mautrix about. version is the room's own version, whose MSC
+	// flags are applied here.
+	rv      id.RoomVersion
+	version *roomversion.Version
+	evt     *pdu.PDU
+	create  *pdu.PDU
 	// state holds the auth events; it may include the create event and nils.
 	state  []*pdu.PDU
 	getKey pdu.GetKeyFunc
@@ -253,7 +268,7 @@ type check struct {
 }
 
 func (c *check) fail(r rule, err error) *AuthError {
-	return newAuthError(c.rv, c.evt.InternalMeta.EventID, r, err)
+	return newAuthError(c.version.ID, c.evt.InternalMeta.EventID, r, err)
 }
 
 // find returns the auth event with the given type and state key, or nil.
@@ -389,10 +404,73 @@ func (c *check) authorize() error {
 		return c.authorizePowerLevels()
 	}
 	err := c.runEventauth(evt, c.state)
+	if r, ok := ruleOf(err); ok && r == ruleStateKeyNotSender && c.version.OwnedState {
+		// eventauth applied the rules before this one and stopped at it; for
+		// the types that get here, only "otherwise, allow" follows it (the
+		// v1–v2 redaction rule is not in versions with owned state).
+		return c.checkStateKey(c.powerLevels().userLevel(evt.Sender))
+	}
 	if err == nil && evt.Type == typeRedaction && c.rv.EventIDFormat() == id.EventIDFormatCustom {
 		return c.authorizeRedaction()
 	}
 	return err
+}
+
+// checkStateKey applies the rule about state keys that start with "@" (9 in
+// v12, 8 in v6–v11, 9 in v1–v5): "If the event has a state_key that starts
+// with an @ and does not match the sender, reject." senderLevel is the
+// sender's power level.
+//
+// In versions with MSC3757 owned state the rule becomes (MSC3757, "Proposal"):
+// a state_key that starts with "@" must, up to the first "_" after its first
+// ":" (or to its end), be a valid user ID: the owner of the state. If the
+// owner is not the sender, the sender's power level must be greater than the
+// owner's. The MSC also raises the state_key limit to 511 bytes with at most
+// 256 after the owner; Hearth keeps the 255-byte limit of the event format,
+// as Synapse does, so that part cannot fail here. A state_key that does not
+// name an owner fails with an error wrapping ErrMalformedStateKey: Synapse
+// answers a client that sends one with 400 M_BAD_JSON, not 403.
+func (c *check) checkStateKey(senderLevel int64) error {
+	sk := c.evt.StateKey
+	if sk == nil || !strings.HasPrefix(*sk, "@") || *sk == c.evt.Sender.String() {
+		return nil
+	}
+	if !c.version.OwnedState {
+		return c.fail(ruleStateKeyNotSender, nil)
+	}
+	owner, ok := stateKeyOwner(*sk)
+	if !ok {
+		return c.fail(ruleStateKeyNoOwner, fmt.Errorf("%w: %q", ErrMalformedStateKey, *sk))
+	}
+	if owner == c.evt.Sender {
+		return nil
+	}
+	if ownerLevel := c.powerLevels().userLevel(owner); senderLevel <= ownerLevel {
+		return c.fail(ruleStateKeyOwnerPower, fmt.Errorf("%s owns the state key with level %d, sender has %d", owner, ownerLevel, senderLevel))
+	}
+	return nil
+}
+
+// stateKeyOwner returns the user who owns a state key that starts with "@"
+// under MSC3757: the prefix before the first "_" that follows the first ":",
+// or the whole key if no "_" follows it. ok is false if that is not a valid
+// user ID. As in Synapse, the localpart is not checked against the user ID
+// grammar (historical user IDs are valid owners); the server name is.
+// Splitting after the ":" keeps "@matthew:matrix.org.evil.com_x" from
+// being owned by @matthew:matrix.org, and "_" cannot occur in a server name.
+func stateKeyOwner(stateKey string) (owner id.UserID, ok bool) {
+	colon := strings.IndexByte(stateKey, ':')
+	if colon < 0 {
+		return "", false
+	}
+	owner = id.UserID(stateKey)
+	if i := strings.IndexByte(stateKey[colon+1:], '_'); i >= 0 {
+		owner = id.UserID(stateKey[:colon+1+i])
+	}
+	if _, _, err := owner.ParseAndValidateRelaxed(); err != nil {
+		return "", false
+	}
+	return owner, true
 }
 
 // authorizeAliases applies rule 4 of v1–v5. eventauth gap: it has no

@@ -8,6 +8,8 @@ import (
 
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
+
+	"hearth/roomserver/roomversion"
 )
 
 // TestStepFor checks the renumbering of rules in all twelve room versions
@@ -98,7 +100,7 @@ func TestEventauthPanicRecovered(t *testing.T) {
 		Content: []byte(`{"creator":"@a:a.test","room_version":"10"}`)}
 	broken := &pdu.PDU{Type: typeMember, Sender: "@a:a.test", RoomID: "!r:a.test", Content: []byte(`{"membership":"join"}`)}
 	evt := &pdu.PDU{Type: "m.room.message", Sender: "@a:a.test", RoomID: "!r:a.test", Content: []byte(`{}`)}
-	c := &check{rv: id.RoomV10, evt: evt, create: create, state: []*pdu.PDU{broken}}
+	c := &check{rv: id.RoomV10, version: roomversion.MustLookup(id.RoomV10), evt: evt, create: create, state: []*pdu.PDU{broken}}
 	if err := c.runEventauth(evt, c.state); !errors.Is(err, ErrInternal) {
 		t.Fatalf("got %v, want ErrInternal", err)
 	}

@@ -8,6 +8,8 @@ import (
 
 	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/id"
+
+	"hearth/roomserver/roomversion"
 )
 
 // AuthError reports that an event failed one of the authorization rules of
@@ -55,6 +57,12 @@ var (
 	// ErrInternal marks failures of the check itself (a panic inside
 	// eventauth, unparseable power levels); the event has not been judged.
 	ErrInternal = errors.New("internal error in event authorization")
+	// ErrMalformedStateKey is wrapped by the *AuthError of an event, in a
+	// room version with MSC3757 owned state, whose state_key starts with "@"
+	// but neither is a valid user ID nor starts with one followed by "_".
+	// The event is malformed rather than forbidden: the Client-Server API
+	// answers 400 M_BAD_JSON, as Synapse does.
+	ErrMalformedStateKey = errors.New("state key neither equals a valid user ID nor starts with one followed by an underscore")
 )
 
 func displayVersion(rv id.RoomVersion) string {
@@ -116,6 +124,8 @@ const (
 	ruleThirdPartyInvitePower
 	ruleInsufficientPower
 	ruleStateKeyNotSender
+	ruleStateKeyNoOwner
+	ruleStateKeyOwnerPower
 	rulePLTopLevelNotInt
 	rulePLMapNotInt
 	rulePLUsersInvalid
@@ -182,17 +192,20 @@ var rules = [numRules]ruleInfo{
 	ruleThirdPartyInvitePower:      {"7.1", "", "m.room.third_party_invite: sender is below the invite level"},
 	ruleInsufficientPower:          {"8", "", "sender is below the event's required power level"},
 	ruleStateKeyNotSender:          {"9", "", "state_key starts with @ and is not the sender"},
-	rulePLTopLevelNotInt:           {"10.1", "", "power levels: top-level level is not an integer"},
-	rulePLMapNotInt:                {"10.2", "", "power levels: events or notifications is not an object of integers"},
-	rulePLUsersInvalid:             {"10.3", "", "power levels: users is not an object of user IDs to integers"},
-	rulePLCreatorListed:            {"10.4", "", "power levels: users lists a room creator"},
-	rulePLTopLevelCurrentTooHigh:   {"10.6.1", "", "power levels: changed level's current value is above the sender's"},
-	rulePLTopLevelNewTooHigh:       {"10.6.2", "", "power levels: changed level's new value is above the sender's"},
-	rulePLMapCurrentTooHigh:        {"10.7.1", "", "power levels: changed events/notifications entry's current value is above the sender's"},
-	rulePLMapNewTooHigh:            {"10.8.1", "", "power levels: new events/notifications entry is above the sender's level"},
-	rulePLUsersCurrentTooHigh:      {"10.9.1", "", "power levels: changed user's current level is not below the sender's"},
-	rulePLUsersNewTooHigh:          {"10.10.1", "", "power levels: new user level is above the sender's"},
-	ruleRedactionNotAllowed:        {"", "11.3", "redaction: sender is below the redact level and the event is from another server"},
+	// MSC3757 replaces rule 9 with 9.1.1–9.1.3 and 9.2 (v12 numbering).
+	ruleStateKeyNoOwner:          {"9.1.1", "", "state_key starts with @ but not with a valid user ID alone or followed by _"},
+	ruleStateKeyOwnerPower:       {"9.1.3", "", "state_key is owned by another user whose power level is not below the sender's"},
+	rulePLTopLevelNotInt:         {"10.1", "", "power levels: top-level level is not an integer"},
+	rulePLMapNotInt:              {"10.2", "", "power levels: events or notifications is not an object of integers"},
+	rulePLUsersInvalid:           {"10.3", "", "power levels: users is not an object of user IDs to integers"},
+	rulePLCreatorListed:          {"10.4", "", "power levels: users lists a room creator"},
+	rulePLTopLevelCurrentTooHigh: {"10.6.1", "", "power levels: changed level's current value is above the sender's"},
+	rulePLTopLevelNewTooHigh:     {"10.6.2", "", "power levels: changed level's new value is above the sender's"},
+	rulePLMapCurrentTooHigh:      {"10.7.1", "", "power levels: changed events/notifications entry's current value is above the sender's"},
+	rulePLMapNewTooHigh:          {"10.8.1", "", "power levels: new events/notifications entry is above the sender's level"},
+	rulePLUsersCurrentTooHigh:    {"10.9.1", "", "power levels: changed user's current level is not below the sender's"},
+	rulePLUsersNewTooHigh:        {"10.10.1", "", "power levels: new user level is above the sender's"},
+	ruleRedactionNotAllowed:      {"", "11.3", "redaction: sender is below the redact level and the event is from another server"},
 }
 
 // stepFor returns the number of rule r in room version rv.
@@ -204,6 +217,7 @@ var rules = [numRules]ruleInfo{
 // and restricted joins (v8); power levels gained type checks (v10) and the
 // creators rule (v12).
 func stepFor(rv id.RoomVersion, r rule) string {
+	rv = roomversion.SpecVersion(rv)
 	info := rules[r]
 	if info.step == "" {
 		return info.legacy

@@ -212,8 +212,8 @@ func (c *check) authorizePowerLevels() error {
 	if required := pl.eventLevel(evt.Type, evt.StateKey != nil); required > senderLevel {
 		return c.fail(ruleInsufficientPower, fmt.Errorf("%d > %d", required, senderLevel))
 	}
-	if sk := evt.StateKey; sk != nil && strings.HasPrefix(*sk, "@") && *sk != evt.Sender.String() {
-		return c.fail(ruleStateKeyNotSender, nil)
+	if err := c.checkStateKey(senderLevel); err != nil {
+		return err
 	}
 	next := splitPowerLevels(evt.Content)
 	if err := c.validatePowerLevels(next); err != nil {

@@ -15,6 +15,7 @@ import (
 	"go.mau.fi/util/exgjson"
 
 	"hearth/roomserver/auth"
+	"hearth/roomserver/roomversion"
 
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/federation/pdu"
@@ -56,8 +57,10 @@ func sk(s string) *string { return &s }
 // new event's prev_events is the previous event and its auth_events are
 // chosen from the current state with auth.SelectAuthEvents.
 type testRoom struct {
-	t      testing.TB
-	rv     id.RoomVersion
+	t  testing.TB
+	rv id.RoomVersion
+	// spec is the spec version whose rules rv follows, for mautrix.
+	spec   id.RoomVersion
 	roomID id.RoomID
 	create *pdu.PDU
 	events map[id.EventID]*pdu.PDU
@@ -71,7 +74,7 @@ type testRoom struct {
 // spliced into it (",\"m.federate\":false").
 func defaultCreateContent(rv id.RoomVersion, extra string) string {
 	var fields []string
-	if rv.CreatorInContent() {
+	if roomversion.SpecVersion(rv).CreatorInContent() {
 		fields = append(fields, fmt.Sprintf(`"creator":%q`, alice))
 	}
 	if rv != id.RoomV1 {
@@ -84,9 +87,11 @@ func defaultCreateContent(rv id.RoomVersion, extra string) string {
 // sender with the given content.
 func newBareRoom(t testing.TB, rv id.RoomVersion, sender id.UserID, createContent string) *testRoom {
 	t.Helper()
+	spec := roomversion.SpecVersion(rv)
 	r := &testRoom{
 		t:      t,
 		rv:     rv,
+		spec:   spec,
 		events: make(map[id.EventID]*pdu.PDU),
 		state:  make(map[pdu.StateKey]*pdu.PDU),
 	}
@@ -100,13 +105,13 @@ func newBareRoom(t testing.TB, rv id.RoomVersion, sender id.UserID, createConten
 		AuthEvents:     []id.EventID{},
 		PrevEvents:     []id.EventID{},
 	}
-	if !rv.RoomIDIsCreateEventID() {
+	if !spec.RoomIDIsCreateEventID() {
 		// Rooms with different create events get different IDs.
 		sum := sha256.Sum256([]byte(createContent))
 		create.RoomID = id.RoomID(fmt.Sprintf("!%x:%s", sum[:6], sender.Homeserver()))
 	}
 	r.seal(create)
-	if rv.RoomIDIsCreateEventID() {
+	if spec.RoomIDIsCreateEventID() {
 		r.roomID = id.RoomID("!" + create.InternalMeta.EventID[1:])
 	} else {
 		r.roomID = create.RoomID
@@ -133,7 +138,7 @@ func newRoomCreate(t testing.TB, rv id.RoomVersion, extra string) *testRoom {
 	r := newBareRoom(t, rv, alice, defaultCreateContent(rv, extra))
 	r.join(alice)
 	users := `"@mod:b.test":50,"@mod2:b.test":50`
-	if !rv.PrivilegedRoomCreators() {
+	if !roomversion.SpecVersion(rv).PrivilegedRoomCreators() {
 		users = `"@alice:a.test":100,` + users
 	}
 	r.send(alice, "m.room.power_levels", sk(""), `{"users":{`+users+`},"users_default":0,`+
@@ -152,11 +157,11 @@ func newRoomCreate(t testing.TB, rv id.RoomVersion, extra string) *testRoom {
 func (r *testRoom) seal(evt *pdu.PDU) {
 	r.t.Helper()
 	r.n++
-	if r.rv.EventIDFormat() == id.EventIDFormatCustom {
+	if r.spec.EventIDFormat() == id.EventIDFormatCustom {
 		evt.InternalMeta.EventID = id.EventID(fmt.Sprintf("$%d:%s", r.n, evt.Sender.Homeserver()))
 		return
 	}
-	evtID, err := evt.GetEventID(r.rv)
+	evtID, err := evt.GetEventID(r.spec)
 	if err != nil {
 		evtID = id.EventID(fmt.Sprintf("$unhashable%d", r.n))
 	}
@@ -264,7 +269,7 @@ func (r *testRoom) setPowerLevels(edits ...plEdit) {
 // sign adds server's signature to evt.
 func (r *testRoom) sign(evt *pdu.PDU, server string) {
 	r.t.Helper()
-	if err := evt.Sign(r.rv, server, "ed25519:1", serverKey(server)); err != nil {
+	if err := evt.Sign(r.spec, server, "ed25519:1", serverKey(server)); err != nil {
 		r.t.Fatalf("signing: %v", err)
 	}
 }

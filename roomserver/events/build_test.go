@@ -109,7 +109,8 @@ func TestBuildSignVerifyAllVersions(t *testing.T) {
 					t.Errorf("%s: event_id in JSON = %v", ev.Type(), hasEventID)
 				}
 				if !v.IsOriginBasedEventIDs() {
-					crossCheckMautrix(t, v.ID, ev)
+					// mautrix knows only spec versions.
+					crossCheckMautrix(t, v.SpecVersion(), ev)
 				}
 			}
 			if member.RoomID() != roomID || member.PrevEventIDs()[0] != create.ID() || member.AuthEventIDs()[0] != create.ID() {

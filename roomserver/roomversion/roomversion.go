@@ -1,11 +1,17 @@
-// Package roomversion describes room versions 1–12 as one table of rules and
-// flags. Every part of Hearth that behaves differently per room version (event
-// format, redaction, auth rules, state resolution, canonical JSON) consults this
-// table instead of comparing version strings.
+// Package roomversion describes room versions 1–12, and the unstable versions
+// that add an MSC to one of them, as one table of rules and flags. Every part
+// of Hearth that behaves differently per room version (event format,
+// redaction, auth rules, state resolution, canonical JSON) consults this table
+// instead of comparing version strings.
 //
 // The rules come from the Matrix spec's room version pages ("Room Versions",
 // rooms/v1 … rooms/v12) and are cross-checked against mautrix's id.RoomVersion
 // methods in the tests.
+//
+// mautrix knows only the spec's versions, and its id.RoomVersion methods read
+// any other string as the newest rules (v12: no create event in auth events,
+// room IDs made from hashes). Code that hands a room version to mautrix
+// (eventauth, pdu, the id.RoomVersion methods) must hand it SpecVersion.
 package roomversion
 
 import (
@@ -119,6 +125,10 @@ type Version struct {
 	ID id.RoomVersion
 	// Stable is true for versions the spec lists as stable.
 	Stable bool
+	// Base is, for an unstable version, the spec version it extends: every
+	// rule and flag is that version's except the MSC flags below. It is empty
+	// for spec versions. See SpecVersion.
+	Base id.RoomVersion
 
 	// EventIDFormat says how event IDs are made (v1/v2 origin-based, v3 base64,
 	// v4+ URL-safe base64).
@@ -179,6 +189,23 @@ type Version struct {
 	// rejected event rather than dropped (Synapse's behaviour, which the rooms in
 	// the wild were built by).
 	StrictByteLimits bool
+
+	// OwnedState (MSC3757, unstable versions org.matrix.msc3757.*): a state
+	// key that starts with "@" must be a valid user ID, alone or followed by
+	// "_" and a suffix, and names the user who owns the state. Someone else
+	// may send it only with a power level greater than the owner's. Without
+	// the flag only the user whose ID equals the state key may send it.
+	OwnedState bool
+}
+
+// SpecVersion returns the spec room version whose rules v follows apart from
+// its MSC flags: Base for an unstable version, ID for a spec version. This is
+// the version to pass to mautrix.
+func (v *Version) SpecVersion() id.RoomVersion {
+	if v.Base != "" {
+		return v.Base
+	}
+	return v.ID
 }
 
 // IsOriginBasedEventIDs reports whether events carry their own event_id (v1/v2).
@@ -320,11 +347,37 @@ var table = [...]Version{
 	},
 }
 
-// all is the ordered list handed out by All; built once from table.
+// unstable holds the unstable room versions Hearth supports, each a spec
+// version with an MSC's flag added (Synapse's experimental versions of the
+// same names; they are not advertised as stable). Like Synapse, Hearth has
+// them for the MSC's Complement tests and for clients that try them out.
+var unstable = [...]Version{
+	// MSC3757 "Restricting who can overwrite a state event" asks for its
+	// rules on top of v10 or later as org.matrix.msc3757.<version>.
+	withMSC(table[9], "org.matrix.msc3757.10", func(v *Version) { v.OwnedState = true }),
+	withMSC(table[10], "org.matrix.msc3757.11", func(v *Version) { v.OwnedState = true }),
+}
+
+// withMSC returns base as the unstable version versionID, with the changes
+// an MSC makes applied by set.
+func withMSC(base Version, versionID id.RoomVersion, set func(*Version)) Version {
+	v := base
+	v.ID = versionID
+	v.Stable = false
+	v.Base = base.ID
+	set(&v)
+	return v
+}
+
+// all is the ordered list handed out by All (the spec versions in ascending
+// order, then the unstable ones); built once from the tables.
 var all = func() []*Version {
-	out := make([]*Version, len(table))
+	out := make([]*Version, 0, len(table)+len(unstable))
 	for i := range table {
-		out[i] = &table[i]
+		out = append(out, &table[i])
+	}
+	for i := range unstable {
+		out = append(out, &unstable[i])
 	}
 	return out
 }()
@@ -348,6 +401,11 @@ func Lookup(v id.RoomVersion) (*Version, bool) {
 		}
 		n = 10 + int(v[1]-'0')
 	default:
+		for i := range unstable {
+			if unstable[i].ID == v {
+				return &unstable[i], true
+			}
+		}
 		return nil, false
 	}
 	if n > len(table) {
@@ -372,8 +430,18 @@ func Known(v id.RoomVersion) bool {
 	return ok
 }
 
-// All returns every supported room version in ascending order. The slice is a
-// fresh copy; the entries are shared and read-only.
+// SpecVersion returns the spec room version whose rules rv follows (see
+// Version.SpecVersion), or rv itself if it is not a known version.
+func SpecVersion(rv id.RoomVersion) id.RoomVersion {
+	if v, ok := Lookup(rv); ok {
+		return v.SpecVersion()
+	}
+	return rv
+}
+
+// All returns every supported room version: the spec versions in ascending
+// order, then the unstable ones. The slice is a fresh copy; the entries are
+// shared and read-only.
 func All() []*Version {
 	out := make([]*Version, len(all))
 	copy(out, all)
@@ -384,12 +452,12 @@ func All() []*Version {
 // GET /capabilities reports them in m.room_versions.available: version ID to
 // "stable" or "unstable". The map is fresh and may be modified.
 func Available() map[id.RoomVersion]string {
-	out := make(map[id.RoomVersion]string, len(table))
-	for i := range table {
-		if table[i].Stable {
-			out[table[i].ID] = "stable"
+	out := make(map[id.RoomVersion]string, len(all))
+	for _, v := range all {
+		if v.Stable {
+			out[v.ID] = "stable"
 		} else {
-			out[table[i].ID] = "unstable"
+			out[v.ID] = "unstable"
 		}
 	}
 	return out

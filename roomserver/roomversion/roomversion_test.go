@@ -11,7 +11,7 @@ import (
 // id.RoomVersion methods, an independent reading of the same spec pages.
 func TestTableMatchesMautrix(t *testing.T) {
 	for _, v := range All() {
-		rv := v.ID
+		rv := v.SpecVersion()
 		checks := []struct {
 			name         string
 			ours, theirs bool
@@ -81,15 +81,23 @@ func TestRedactionVariantAgreesWithFlags(t *testing.T) {
 
 func TestAllOrderedAndComplete(t *testing.T) {
 	vs := All()
-	if len(vs) != 12 {
-		t.Fatalf("All() has %d versions, want 12", len(vs))
+	wantUnstable := []id.RoomVersion{"org.matrix.msc3757.10", "org.matrix.msc3757.11"}
+	if len(vs) != 12+len(wantUnstable) {
+		t.Fatalf("All() has %d versions, want %d", len(vs), 12+len(wantUnstable))
 	}
 	for i, v := range vs {
-		if want := id.RoomVersion(strconv.Itoa(i + 1)); v.ID != want {
+		want := id.RoomVersion(strconv.Itoa(i + 1))
+		if i >= 12 {
+			want = wantUnstable[i-12]
+		}
+		if v.ID != want {
 			t.Errorf("All()[%d].ID = %q, want %q", i, v.ID, want)
 		}
-		if !v.Stable {
-			t.Errorf("v%s is not marked stable", v.ID)
+		if v.Stable != (i < 12) {
+			t.Errorf("v%s Stable = %v", v.ID, v.Stable)
+		}
+		if v.Stable != (v.Base == "") {
+			t.Errorf("v%s: Stable = %v but Base = %q", v.ID, v.Stable, v.Base)
 		}
 		if v.EventIDFormat == 0 || v.Redaction == 0 || v.StateRes == 0 {
 			t.Errorf("v%s has an unset enum field", v.ID)
@@ -124,6 +132,11 @@ func TestLookup(t *testing.T) {
 		{"100", "", false},
 		{"org.matrix.msc2176", "", false},
 		{" 1", "", false},
+		{"org.matrix.msc3757.10", "org.matrix.msc3757.10", true},
+		{"org.matrix.msc3757.11", "org.matrix.msc3757.11", true},
+		{"org.matrix.msc3757.12", "", false},
+		{"org.matrix.msc3757.1", "", false},
+		{"org.matrix.msc3757", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.in), func(t *testing.T) {
@@ -149,12 +162,16 @@ func TestDefaultAndAvailable(t *testing.T) {
 		t.Errorf("Default = %q, want \"10\"", Default)
 	}
 	av := Available()
-	if len(av) != 12 {
-		t.Fatalf("Available() has %d entries, want 12", len(av))
+	if len(av) != len(All()) {
+		t.Fatalf("Available() has %d entries, want %d", len(av), len(All()))
 	}
 	for _, v := range All() {
-		if av[v.ID] != "stable" {
-			t.Errorf("Available()[%q] = %q, want stable", v.ID, av[v.ID])
+		want := "stable"
+		if _, err := strconv.Atoi(string(v.ID)); err != nil {
+			want = "unstable"
+		}
+		if av[v.ID] != want {
+			t.Errorf("Available()[%q] = %q, want %s", v.ID, av[v.ID], want)
 		}
 	}
 	av["1"] = "unstable"
@@ -174,7 +191,7 @@ func TestMaxDepth(t *testing.T) {
 
 func TestStrictByteLimits(t *testing.T) {
 	for _, v := range All() {
-		want := v.ID == "11" || v.ID == "12"
+		want := v.SpecVersion() == "11" || v.SpecVersion() == "12"
 		if v.StrictByteLimits != want {
 			t.Errorf("v%s StrictByteLimits = %v, want %v", v.ID, v.StrictByteLimits, want)
 		}
@@ -188,5 +205,44 @@ func TestStringers(t *testing.T) {
 	}
 	if !MustLookup("2").IsOriginBasedEventIDs() || MustLookup("3").IsOriginBasedEventIDs() {
 		t.Error("IsOriginBasedEventIDs wrong")
+	}
+}
+
+// TestUnstableVersionsFollowTheirBase checks that each unstable version has
+// every rule of its spec version except its MSC's flag, so that the event
+// format, redaction, event IDs and state resolution are the base version's.
+func TestUnstableVersionsFollowTheirBase(t *testing.T) {
+	tests := []struct {
+		id   id.RoomVersion
+		base id.RoomVersion
+		set  func(*Version)
+	}{
+		{"org.matrix.msc3757.10", "10", func(v *Version) { v.OwnedState = true }},
+		{"org.matrix.msc3757.11", "11", func(v *Version) { v.OwnedState = true }},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.id), func(t *testing.T) {
+			v := MustLookup(tt.id)
+			if v.SpecVersion() != tt.base || SpecVersion(tt.id) != tt.base {
+				t.Fatalf("SpecVersion = %q / %q, want %q", v.SpecVersion(), SpecVersion(tt.id), tt.base)
+			}
+			want := *MustLookup(tt.base)
+			want.ID, want.Stable, want.Base = tt.id, false, tt.base
+			tt.set(&want)
+			if *v != want {
+				t.Errorf("entry = %+v\nwant    %+v", *v, want)
+			}
+		})
+	}
+	for _, v := range All() {
+		if v.Stable && v.OwnedState {
+			t.Errorf("spec version %s has the MSC3757 OwnedState flag", v.ID)
+		}
+		if v.Stable && v.SpecVersion() != v.ID {
+			t.Errorf("v%s SpecVersion = %q", v.ID, v.SpecVersion())
+		}
+	}
+	if SpecVersion("org.example.unknown") != "org.example.unknown" || SpecVersion("7") != "7" {
+		t.Error("SpecVersion changed a spec or unknown version")
 	}
 }

@@ -30,6 +30,8 @@ import (
 
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
+
+	"hearth/roomserver/roomversion"
 )
 
 // StateMap maps a (type, state_key) pair to the ID of the state event at that
@@ -76,7 +78,7 @@ var (
 // result does not depend on the order of states. Every event the provider
 // returns must belong to roomID.
 func Resolve(ctx context.Context, roomID id.RoomID, rv id.RoomVersion, states []StateMap, p Provider, auth AuthFunc) (StateMap, error) {
-	if !rv.IsKnown() {
+	if !roomversion.SpecVersion(rv).IsKnown() {
 		return nil, fmt.Errorf("resolving state of %s: %w %q", roomID, id.ErrUnknownRoomVersion, rv)
 	}
 	if p == nil || auth == nil {
@@ -97,7 +99,7 @@ func Resolve(ctx context.Context, roomID id.RoomID, rv id.RoomVersion, states []
 		out StateMap
 		err error
 	)
-	if rv.StateResVersion() == id.StateResV1 {
+	if r.rv.StateResVersion() == id.StateResV1 {
 		out, err = r.resolveV1(states)
 	} else {
 		out, err = r.resolveV2(states)
@@ -126,9 +128,13 @@ type node struct {
 type resolver struct {
 	ctx    context.Context
 	roomID id.RoomID
-	rv     id.RoomVersion
-	p      Provider
-	auth   AuthFunc
+	// rv is the spec version whose rules the room follows, the one mautrix
+	// knows; version is the room's own (unstable versions differ), which
+	// the auth function is given.
+	rv      id.RoomVersion
+	version id.RoomVersion
+	p       Provider
+	auth    AuthFunc
 
 	index map[id.EventID]int32
 	nodes []node
@@ -147,7 +153,8 @@ func newResolver(ctx context.Context, roomID id.RoomID, rv id.RoomVersion, p Pro
 	r := &resolver{
 		ctx:         ctx,
 		roomID:      roomID,
-		rv:          rv,
+		rv:          roomversion.SpecVersion(rv),
+		version:     rv,
 		p:           p,
 		auth:        auth,
 		index:       make(map[id.EventID]int32, 256),
@@ -156,7 +163,7 @@ func newResolver(ctx context.Context, roomID id.RoomID, rv id.RoomVersion, p Pro
 		powerLevels: make(map[int32]*powerLevels),
 		authBuf:     make([]*pdu.PDU, 0, 8),
 	}
-	if rv.RoomIDIsCreateEventID() && strings.HasPrefix(string(roomID), "!") {
+	if r.rv.RoomIDIsCreateEventID() && strings.HasPrefix(string(roomID), "!") {
 		r.createID = id.EventID("$" + string(roomID)[1:])
 	}
 	return r
@@ -287,7 +294,7 @@ func (r *resolver) authorise(evt *pdu.PDU, authEvents []*pdu.PDU) (allowed bool,
 			allowed, err = false, nil
 		}
 	}()
-	authErr := r.auth(r.rv, evt, authEvents)
+	authErr := r.auth(r.version, evt, authEvents)
 	if authErr == nil {
 		return true, nil
 	}
