@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
-	"hearth/roomserver/auth"
 	"hearth/roomserver/events"
 	"hearth/roomserver/roomversion"
 	"hearth/storage"
@@ -171,18 +169,7 @@ func (r *Roomserver) InputEventWithState(ctx context.Context, ev *events.Event, 
 		in.freshParentState = stateMap{}
 	}
 	// Step 4: the event's own auth events.
-	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
-		out := make([]*pdu.PDU, len(ids))
-		for i, x := range ids {
-			if e, ok := byID[x]; ok {
-				out[i] = e.authPDU()
-			}
-		}
-		return out, nil
-	}
-	if err := ev.FormatRejection(); err != nil {
-		res.Rejected, in.rejected = err, true
-	} else if err := auth.CheckAuthEvents(rm.version.ID, ev.PDU(), getEvents, r.getKey); err != nil {
+	if err := r.ownAuthRejection(rm, ev, byID); err != nil {
 		res.Rejected, in.rejected = err, true
 	}
 	// Step 5: the state before the event.
@@ -300,51 +287,9 @@ func (r *Roomserver) EventTemplate(ctx context.Context, roomID id.RoomID, req Se
 		return nil, nil, err
 	}
 	defer rm.mu.Unlock()
-	if len(rm.extremities) == 0 {
-		return nil, nil, fmt.Errorf("room %s has no forward extremities (not joined here)", rm.id)
-	}
-	exts := slices.Clone(rm.extremities)
-	sort.Slice(exts, func(i, j int) bool {
-		return exts[i].depth > exts[j].depth || exts[i].depth == exts[j].depth && exts[i].id < exts[j].id
-	})
-	if len(exts) > maxPrevEvents {
-		exts = exts[:maxPrevEvents]
-	}
-	proto := &events.ProtoEvent{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, RoomID: rm.id, Content: req.Content}
-	var prevNIDs []int64
-	for _, x := range exts {
-		proto.PrevEvents = append(proto.PrevEvents, x.id)
-		prevNIDs = append(prevNIDs, x.nid)
-		proto.Depth = max(proto.Depth, x.depth+1)
-	}
-	proto.Depth = min(proto.Depth, maxDepth)
-	selection := (&pdu.PDU{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content}).AuthEventSelection(rm.version.SpecVersion())
-	var authNIDs []int64
-	for _, k := range selection {
-		knid, err := r.keys.lookup(ctx, r.db, k)
-		if err != nil {
-			return nil, nil, err
-		}
-		if enid, ok := rm.current[knid]; ok && knid != 0 {
-			authNIDs = append(authNIDs, enid)
-		}
-	}
-	authEvs, err := r.eventsByNID(ctx, r.db, authNIDs)
+	proto, _, err := r.protoLocal(ctx, rm, req)
 	if err != nil {
 		return nil, nil, err
-	}
-	for _, ae := range authEvs {
-		proto.AuthEvents = append(proto.AuthEvents, ae.ID())
-	}
-	if rm.version.EventIDFormat == roomversion.EventIDOriginBased {
-		proto.ReferenceHashes = map[id.EventID][32]byte{}
-		prevEvs, err := r.eventsByNID(ctx, r.db, prevNIDs)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, e := range append(prevEvs, authEvs...) {
-			proto.ReferenceHashes[e.ID()] = e.ReferenceHash()
-		}
 	}
 	return proto, rm.version, nil
 }

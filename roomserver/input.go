@@ -172,10 +172,26 @@ func (r *Roomserver) BuildEvent(ctx context.Context, roomID id.RoomID, req SendR
 }
 
 func (r *Roomserver) buildLocal(ctx context.Context, rm *room, req SendRequest) (*events.Event, []int64, error) {
+	proto, authNIDs, err := r.protoLocal(ctx, rm, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	proto.OriginServerTS = originServerTS(ctx)
+	ev, err := events.Build(rm.version.ID, *proto, r.serverName, id.KeyID(r.key.ID), r.key.PrivateKey)
+	if err != nil {
+		return nil, nil, &BadEventError{Err: err}
+	}
+	return ev, authNIDs, nil
+}
+
+// protoLocal makes a new event in rm as of its current state, unsigned:
+// prev_events (the newest extremities, capped), depth, auth_events (the auth
+// events selection of the Server-Server API over the current state) and, for
+// room v1/v2, the reference hashes of both. It returns the auth events' NIDs.
+func (r *Roomserver) protoLocal(ctx context.Context, rm *room, req SendRequest) (*events.ProtoEvent, []int64, error) {
 	if len(rm.extremities) == 0 {
 		return nil, nil, fmt.Errorf("room %s has no forward extremities (not joined here)", rm.id)
 	}
-	// prev_events: the newest extremities, capped.
 	exts := slices.Clone(rm.extremities)
 	sort.Slice(exts, func(i, j int) bool {
 		return exts[i].depth > exts[j].depth || exts[i].depth == exts[j].depth && exts[i].id < exts[j].id
@@ -183,27 +199,18 @@ func (r *Roomserver) buildLocal(ctx context.Context, rm *room, req SendRequest) 
 	if len(exts) > maxPrevEvents {
 		exts = exts[:maxPrevEvents]
 	}
-	proto := events.ProtoEvent{
-		Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, RoomID: rm.id, Content: req.Content,
-		OriginServerTS: originServerTS(ctx),
-	}
+	proto := &events.ProtoEvent{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, RoomID: rm.id, Content: req.Content}
 	if req.Redacts != "" {
 		redacts := req.Redacts
 		proto.Redacts = &redacts
 	}
-	var prevNIDs []int64
+	prevNIDs := make([]int64, 0, len(exts))
 	for _, x := range exts {
 		proto.PrevEvents = append(proto.PrevEvents, x.id)
 		prevNIDs = append(prevNIDs, x.nid)
-		if x.depth+1 > proto.Depth {
-			proto.Depth = x.depth + 1
-		}
+		proto.Depth = max(proto.Depth, x.depth+1)
 	}
-	if proto.Depth > maxDepth {
-		proto.Depth = maxDepth
-	}
-	// auth_events: the auth events selection (Server-Server API, "Auth events
-	// selection") over the current state.
+	proto.Depth = min(proto.Depth, maxDepth)
 	selection := (&pdu.PDU{Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, Content: req.Content}).AuthEventSelection(rm.version.SpecVersion())
 	var authNIDs []int64
 	for _, k := range selection {
@@ -232,11 +239,7 @@ func (r *Roomserver) buildLocal(ctx context.Context, rm *room, req SendRequest) 
 			proto.ReferenceHashes[e.ID()] = e.ReferenceHash()
 		}
 	}
-	ev, err := events.Build(rm.version.ID, proto, r.serverName, id.KeyID(r.key.ID), r.key.PrivateKey)
-	if err != nil {
-		return nil, nil, &BadEventError{Err: err}
-	}
-	return ev, authNIDs, nil
+	return proto, authNIDs, nil
 }
 
 // checkAgainst applies the auth rules to ev with state as the room state.

@@ -145,22 +145,8 @@ func (r *Roomserver) input(ctx context.Context, ev *events.Event, outlier bool) 
 	}
 	res := &InputResult{}
 	in := &persistInput{ev: ev, authNIDs: authNIDs, outlier: outlier, pendingRedactions: true}
-	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
-		out := make([]*pdu.PDU, len(ids))
-		for i, x := range ids {
-			if e, ok := byID[x]; ok {
-				out[i] = e.authPDU()
-			}
-		}
-		return out, nil
-	}
-	if err := ev.FormatRejection(); err != nil {
-		// An oversized field that older room versions keep as rejected (see
-		// events.Event.FormatRejection).
+	if err := r.ownAuthRejection(rm, ev, byID); err != nil {
 		res.Rejected, in.rejected = err, true
-	} else if err := auth.CheckAuthEvents(rm.version.ID, ev.PDU(), getEvents, r.getKey); err != nil {
-		res.Rejected = err
-		in.rejected = true
 	}
 	if !outlier {
 		// Step 5: the state before the event.
@@ -223,4 +209,24 @@ func (r *Roomserver) input(ctx context.Context, ev *events.Event, outlier bool) 
 		res.Output = out
 	}
 	return res, nil
+}
+
+// ownAuthRejection is step 4 of the checks on receipt of a PDU: the event must
+// pass the auth rules against its own auth_events (byID holds them, stored). An
+// oversized field that older room versions keep as rejected rejects it too (see
+// events.Event.FormatRejection).
+func (r *Roomserver) ownAuthRejection(rm *room, ev *events.Event, byID map[id.EventID]*StoredEvent) error {
+	if err := ev.FormatRejection(); err != nil {
+		return err
+	}
+	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
+		out := make([]*pdu.PDU, len(ids))
+		for i, x := range ids {
+			if e, ok := byID[x]; ok {
+				out[i] = e.authPDU()
+			}
+		}
+		return out, nil
+	}
+	return auth.CheckAuthEvents(rm.version.ID, ev.PDU(), getEvents, r.getKey)
 }
