@@ -13,7 +13,6 @@ import (
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
-	"hearth/roomserver/auth"
 	"hearth/roomserver/events"
 	"hearth/storage"
 )
@@ -187,16 +186,7 @@ func (r *Roomserver) inputHistorical(ctx context.Context, rm *room, ev *events.E
 	if outlier != nil {
 		rejected = outlier.Rejected
 	} else {
-		getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
-			out := make([]*pdu.PDU, len(ids))
-			for i, x := range ids {
-				if e, ok := byID[x]; ok {
-					out[i] = e.authPDU()
-				}
-			}
-			return out, nil
-		}
-		if err := auth.CheckAuthEvents(rm.version.ID, ev.PDU(), getEvents, r.getKey); err != nil {
+		if err := r.ownAuthRejection(rm, ev, byID); err != nil {
 			slog.Info("rejected backfilled event", "event_id", ev.ID(), "room_id", rm.id, "reason", err)
 			rejected = true
 		}
